@@ -1,0 +1,1 @@
+"""The Model Doctor method: hooks, channel statistics (diagnosis) and constraints (treatment)."""

@@ -1,0 +1,159 @@
+"""Noisy-gradient channel statistics per class and layer (paper Eq. 3-4, METHOD §3).
+
+For an image of class ``n`` and a hooked conv layer with output ``m`` (``[B, K, H, W]``)::
+
+    a_{n,k} = (1/J) Σ_j Σ_hw c(∂y_n / ∂(m_k + σ_j)),   σ_j ~ U[-δ, δ],   c = |·| or relu
+
+Per class, ``A_n = Σ_images a_n``; ``Â_n`` is ``A_n`` min-max normalised over channels and
+``M[n, k] = Â[n, k] > θ`` marks the kernels class ``n`` relies on.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from core.hooks import FeatureHooks
+from models import load_modules
+from utils.io import atomic_write
+
+GRAD_MODES = ("abs", "relu")
+NORM_EPS = 1e-5
+
+
+def rectify(grads: torch.Tensor, grad_mode: str) -> torch.Tensor:
+    """``|g|`` (paper) or ``relu(g)`` (released code)."""
+    if grad_mode == "abs":
+        return grads.abs()
+    if grad_mode == "relu":
+        return grads.clamp(min=0)
+    raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+
+
+def channel_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      layers: Sequence[str], noise_draws: int = 1, noise_delta: float = 0.0,
+                      grad_mode: str = "abs") -> dict[str, torch.Tensor]:
+    """Per-sample ``a`` of every image for every layer: ``{name: [B, K]}``.
+
+    Per-sample gradients come from one backward pass of ``Σ_b y[b, n_b]`` (the model must
+    be in eval mode so samples do not interact). With noise, the ``J`` draws run as one
+    batch of ``J·B`` copies, and each layer gets its own pass so that the noise sits at that
+    layer only. With ``δ = 0`` all draws are equal, so a single noiseless pass is taken.
+    """
+    if noise_delta <= 0:
+        groups, draws, delta = [list(layers)], 1, 0.0
+    else:
+        groups, draws, delta = [[name] for name in layers], noise_draws, noise_delta
+    batch = images.shape[0]
+    out: dict[str, torch.Tensor] = {}
+    for group in groups:
+        with FeatureHooks(model, group, noise_delta=delta) as hooks:
+            x = images.repeat(draws, *([1] * (images.dim() - 1))) if draws > 1 else images
+            y = labels.repeat(draws) if draws > 1 else labels
+            logits = model(x)
+            feats = [hooks.features[name] for name in group]
+            grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), feats)
+        for name, g in zip(group, grads):
+            a = rectify(g, grad_mode).sum(dim=(2, 3))                 # [J·B, K]
+            out[name] = a.view(draws, batch, -1).mean(dim=0).detach()
+    return out
+
+
+class ChannelStatistics:
+    """Running per-class sums ``A`` (``[C, K]`` per layer), their normalisation and masks.
+
+    Only ``[C, K]`` sums and ``[C]`` counts are kept, never per-image feature-sized maps.
+    """
+
+    def __init__(self, layers: dict[str, int], num_classes: int, theta: float = 0.2,
+                 settings: dict | None = None):
+        self.layers = dict(layers)                      # name -> channels
+        self.num_classes = num_classes
+        self.theta = theta
+        self.settings = dict(settings or {})
+        self.sums = {n: torch.zeros(num_classes, k, dtype=torch.float64) for n, k in layers.items()}
+        self.counts = torch.zeros(num_classes, dtype=torch.int64)
+
+    @classmethod
+    def for_model(cls, model: nn.Module, layers: Sequence[int | str], num_classes: int,
+                  theta: float = 0.2, settings: dict | None = None) -> "ChannelStatistics":
+        chosen = load_modules(model, list(layers))
+        return cls({name: m.out_channels for name, m in chosen}, num_classes, theta, settings)
+
+    def update(self, grads: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        """Add per-sample ``a`` (``{name: [B, K]}``) to the sums of their classes."""
+        labels = labels.detach().cpu()
+        for name, a in grads.items():
+            self.sums[name].index_add_(0, labels, a.detach().to("cpu", torch.float64))
+        self.counts += torch.bincount(labels, minlength=self.num_classes)
+
+    def normalized(self, name: str) -> torch.Tensor:
+        """``Â = (A − min) / (max − min + 1e-5)`` per class row."""
+        a = self.sums[name]
+        lo = a.min(dim=1, keepdim=True).values
+        hi = a.max(dim=1, keepdim=True).values
+        return (a - lo) / (hi - lo + NORM_EPS)
+
+    def mask(self, name: str) -> torch.Tensor:
+        """``M[n, k] = Â[n, k] > θ``; a class without images keeps every channel (all ones)."""
+        m = (self.normalized(name) > self.theta).to(torch.float32)
+        m[self.counts == 0] = 1.0
+        return m
+
+    def empty_classes(self) -> list[int]:
+        return [c for c in range(self.num_classes) if self.counts[c] == 0]
+
+    # -- files -----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """One self-describing ``.npz`` (loadable with ``allow_pickle=False``)."""
+        arrays = {
+            "layers": np.array(list(self.layers), dtype=str),
+            "channels": np.array(list(self.layers.values()), dtype=np.int64),
+            "num_classes": np.int64(self.num_classes), "theta": np.float64(self.theta),
+            "counts": self.counts.numpy(),
+        }
+        for key, value in self.settings.items():
+            arrays[f"setting/{key}"] = np.array(value if value is not None else "None")
+        for i, name in enumerate(self.layers):
+            arrays[f"layer{i}/sum"] = self.sums[name].numpy()
+            arrays[f"layer{i}/normalized"] = self.normalized(name).numpy()
+            arrays[f"layer{i}/mask"] = self.mask(name).numpy()
+        with atomic_write(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ChannelStatistics":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"statistics file not found: {path}")
+        with np.load(path, allow_pickle=False) as z:
+            names = [str(n) for n in z["layers"]]
+            settings = {k.split("/", 1)[1]: z[k].item() for k in z.files if k.startswith("setting/")}
+            stats = cls(dict(zip(names, (int(c) for c in z["channels"]))),
+                        int(z["num_classes"]), float(z["theta"]), settings)
+            stats.counts = torch.from_numpy(z["counts"].astype(np.int64))
+            for i, name in enumerate(names):
+                stats.sums[name] = torch.from_numpy(z[f"layer{i}/sum"].astype(np.float64))
+        stats.path = path
+        return stats
+
+    def check_model(self, model: nn.Module, layers: Sequence[str], num_classes: int,
+                    source: str = "statistics") -> None:
+        """Raise a ValueError naming the layer and counts if these statistics do not fit."""
+        where = getattr(self, "path", source)
+        if num_classes != self.num_classes:
+            raise ValueError(f"{where} has {self.num_classes} classes, the model has {num_classes}")
+        convs = dict(load_modules(model))
+        for name in layers:
+            if name not in self.layers:
+                raise ValueError(f"{where} has no statistics for layer {name!r} "
+                                 f"(it holds: {', '.join(self.layers)})")
+            if name not in convs:
+                raise ValueError(f"{where} names layer {name!r}, which the model does not have")
+            if convs[name].out_channels != self.layers[name]:
+                raise ValueError(f"layer {name!r}: {where} has {self.layers[name]} channels, "
+                                 f"the model has {convs[name].out_channels}")

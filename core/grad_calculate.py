@@ -1,0 +1,138 @@
+"""Diagnosis: channel statistics of the sifted high-confidence images (METHOD §3).
+
+    python core/grad_calculate.py --model_name resnet34 --data_name decoy_digits \
+        --model_path output/train/models/model_ori.pth --data_path output/sift/high \
+        --grad_path output/grads
+
+Writes ``grad_path/channel_stats.npz`` (all layers, raw sums, counts, normalised values,
+masks and settings), the released ``layer_{i}.npy`` masks (``i`` = index from the last
+conv) and a class × kernel heat map per layer (PNG + TensorBoard).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import loaders  # noqa: E402
+import models  # noqa: E402
+from core.channel_stats import GRAD_MODES, ChannelStatistics, channel_gradients  # noqa: E402
+from utils import (RunRecorder, add_device_args, atomic_save, get_device, load_weights,  # noqa: E402
+                   set_seed)
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
+    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
+    p.add_argument("--in_channels", type=int, default=None)
+    p.add_argument("--num_classes", type=int, default=None)
+    p.add_argument("--model_path", default="output/train/models/model_ori.pth")
+    p.add_argument("--data_path", default="output/sift/high",
+                   help="sifted high-confidence images, <class>/<file> layout")
+    p.add_argument("--grad_path", default="output/grads", help="output folder")
+    p.add_argument("--layers", default="0",
+                   help="comma-separated conv layers (index from the last conv, or module "
+                        "names), or 'all'")
+    p.add_argument("--theta", type=float, default=0.2, help="mask threshold θ")
+    p.add_argument("--noise_draws", type=int, default=10, help="J, noise draws per image")
+    p.add_argument("--noise_delta", type=float, default=0.1, help="δ, noise U[-δ, δ]")
+    p.add_argument("--grad_mode", default="abs", choices=GRAD_MODES,
+                   help="abs (paper) or relu (released code)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--stem", default=None, choices=models.STEMS)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow_empty_classes", action="store_true",
+                   help="a class without images gets an all-ones mask instead of an error")
+    p.add_argument("--no_figures", action="store_true", help="skip the heat maps")
+    p.add_argument("--no_progress", action="store_true")
+    add_device_args(p)
+    return p
+
+
+def parse_layers(text: str, model: torch.nn.Module) -> list[str]:
+    """``'all'`` or ``'0,2,layer4.1.conv2'`` → conv module names (last conv first)."""
+    chosen = None if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    return [name for name, _ in models.load_modules(model, chosen)]
+
+
+def compute_statistics(model, loader, layers, num_classes, device, noise_draws=10,
+                       noise_delta=0.1, grad_mode="abs", theta=0.2, settings=None,
+                       progress=True) -> ChannelStatistics:
+    """Accumulate :class:`ChannelStatistics` over ``loader`` (model put in eval mode)."""
+    model.eval()
+    stats = ChannelStatistics.for_model(model, layers, num_classes, theta, settings)
+    for batch in tqdm(loader, desc="channel statistics", disable=not progress):
+        images = batch[0].to(device, non_blocking=True)
+        labels = batch[1].to(device, non_blocking=True)
+        grads = channel_gradients(model, images, labels, layers, noise_draws, noise_delta,
+                                  grad_mode)
+        stats.update(grads, labels)
+    return stats
+
+
+def main(args: argparse.Namespace) -> ChannelStatistics:
+    set_seed(args.seed)
+    device = get_device(args.device, args.device_index)
+    spec = loaders.get_spec(args.data_name)
+    args.in_channels = args.in_channels or spec.in_channels
+    dataset = loaders.build_dataset(args.data_name, args.data_path, "train", args.in_channels,
+                                    train_transform=False, allow_empty=True)
+    args.num_classes = args.num_classes or len(dataset.classes)
+    if args.num_classes != len(dataset.classes):
+        raise ValueError(f"--num_classes {args.num_classes} but {args.data_path} lists "
+                         f"{len(dataset.classes)} classes")
+    model = models.load_model(args.model_name, args.in_channels, args.num_classes,
+                              image_size=spec.size, stem=args.stem)
+    load_weights(model, args.model_path, args.model_name)
+    model.to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)   # only feature-map gradients are needed
+    layers = parse_layers(args.layers, model)
+    loader = loaders.make_loader(dataset, args.batch_size, False, args.workers, device)
+    settings = {"model_name": args.model_name, "data_name": args.data_name,
+                "noise_draws": args.noise_draws, "noise_delta": args.noise_delta,
+                "grad_mode": args.grad_mode, "seed": args.seed,
+                "num_images": len(dataset), "data_path": str(args.data_path),
+                "model_path": str(args.model_path)}
+    stats = compute_statistics(model, loader, layers, args.num_classes, device,
+                               args.noise_draws, args.noise_delta, args.grad_mode, args.theta,
+                               settings, not args.no_progress)
+    empty = stats.empty_classes()
+    if empty and not args.allow_empty_classes:
+        names = [dataset.classes[c] for c in empty]
+        raise ValueError(f"no images for classes {names} in {args.data_path}: sift more "
+                         f"images or pass --allow_empty_classes (their masks become all ones)")
+    out = Path(args.grad_path)
+    stats.save(out / "channel_stats.npz")
+    index_of = {name: i for i, (name, _) in enumerate(models.load_modules(model))}
+    for name in layers:   # released layout: one mask per layer, index from the last conv
+        atomic_save(stats.mask(name).numpy(), out / f"layer_{index_of[name]}.npy",
+                    saver=lambda a, f: np.save(f, a, allow_pickle=False))
+    print(f"{len(dataset)} images, {len(layers)} layers -> {out / 'channel_stats.npz'}")
+    for name in layers:
+        kept = stats.mask(name).sum(dim=1)
+        print(f"  {name}: {stats.layers[name]} channels, kept per class "
+              f"{kept.min():.0f}..{kept.max():.0f} (mean {kept.mean():.1f})")
+    if not args.no_figures:
+        from core.visualize import plot_channel_heatmap
+        recorder = RunRecorder(out / "runs", args)
+        for name in layers:
+            fig = plot_channel_heatmap(stats.normalized(name).numpy(), dataset.classes,
+                                       f"{args.model_name} {name}",
+                                       out / f"heatmap_layer_{index_of[name]}.png")
+            recorder.add_figure(f"channel_heatmap/{name}", fig)
+        recorder.close()
+    return stats
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

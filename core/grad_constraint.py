@@ -1,0 +1,216 @@
+"""Treatment: the channel-wise (paper Eq. 5) and spatial (Eq. 6) constraints.
+
+The losses are pure functions of per-sample gradients. :class:`DoctorLoss` owns the hooks
+on the constrained layers, takes those gradients with ``create_graph=True`` (so the
+penalties train the weights) and plugs into ``train.train_one_epoch`` as ``extra_loss``.
+
+Scale (METHOD §4): per-sample penalties are averaged over the batch, so the loss does not
+depend on the batch size. The released channel loss equals ours divided by the batch size
+``B``: its ``alpha = 10`` at ``B = 128`` is ``alpha ≈ 0.078`` here. The spatial loss has the
+released scale (``beta`` carries over).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from core.channel_stats import ChannelStatistics, rectify
+from core.hooks import FeatureHooks
+from models import load_modules
+
+SECOND_TERMS = ("all", "mask")
+
+
+def second_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The competing class ``s``: top-2 if top-1 is the label, else the (wrong) top-1.
+
+    Args:
+        logits: ``[B, C]``; labels: ``[B]``. Returns ``[B]``.
+    """
+    top2 = logits.detach().topk(2, dim=1).indices
+    return torch.where(top2[:, 0] == labels, top2[:, 1], top2[:, 0])
+
+
+def _channel_mass(grads: torch.Tensor, grad_mode: str) -> torch.Tensor:
+    """``[..., B, K, H, W]`` → ``[B, K]``: rectified, summed over space, averaged over the
+    leading noise-draw dims (if any)."""
+    a = rectify(grads, grad_mode).sum(dim=(-2, -1))
+    return a.reshape(-1, *a.shape[-2:]).mean(dim=0)
+
+
+def channel_loss(grads_true: torch.Tensor, grads_second: torch.Tensor, mask: torch.Tensor,
+                 labels: torch.Tensor, second: torch.Tensor, grad_mode: str = "abs",
+                 second_term: str = "all") -> torch.Tensor:
+    """Paper Eq. 5, averaged over the batch.
+
+    ``Σ_k (1 − M[n,k]) Σ_hw c(∂y_n/∂m_k) + Σ_k W_s[k] Σ_hw c(∂y_s/∂m_k)`` with
+    ``W_s = 1`` (``second_term="all"``, paper) or ``W_s = M[s]`` (``"mask"``, released).
+
+    Args:
+        grads_true: ``[B, K, H, W]`` (or ``[J, B, K, H, W]`` for J noise draws) ``∂y_n/∂m``.
+        grads_second: same shape, ``∂y_s/∂m``.
+        mask: ``[C, K]`` class-channel mask ``M`` in {0, 1}.
+        labels: ``[B]`` true classes ``n``; second: ``[B]`` competing classes ``s``.
+    Returns:
+        scalar tensor.
+    """
+    if second_term not in SECOND_TERMS:
+        raise ValueError(f"second_term must be one of {SECOND_TERMS}, got {second_term!r}")
+    a_true = _channel_mass(grads_true, grad_mode)
+    a_second = _channel_mass(grads_second, grad_mode)
+    mask = mask.to(a_true.dtype)
+    w_second = mask[second] if second_term == "mask" else torch.ones_like(a_second)
+    per_sample = ((1 - mask[labels]) * a_true).sum(dim=1) + (w_second * a_second).sum(dim=1)
+    return per_sample.mean()
+
+
+def disk_kernel(radius: int, device=None) -> torch.Tensor:
+    """``[2r+1, 2r+1]`` ones where ``dx² + dy² ≤ r²``."""
+    r = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
+    return ((r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2).float()
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Exact Euclidean dilation: a pixel within distance ``radius`` of the object becomes
+    object. ``mask``: ``[B, 1, H, W]`` in {0, 1}."""
+    if radius <= 0:
+        return mask
+    kernel = disk_kernel(radius, mask.device).to(mask.dtype)[None, None]
+    return (F.conv2d(mask, kernel, padding=radius) > 0.5).to(mask.dtype)
+
+
+def background_weights(masks: torch.Tensor, annotated: torch.Tensor,
+                       expand_px: int = 0) -> torch.Tensor:
+    """``Bg = 1 − dilate(F, e)`` for annotated images, 0 for the others.
+
+    Args:
+        masks: ``[B, 1, H, W]`` foreground masks at input resolution (1 = object).
+        annotated: ``[B]`` bool. Returns ``[B, 1, H, W]``.
+    """
+    fg = dilate((masks > 0.5).float(), expand_px)
+    return (1 - fg) * annotated.to(fg.dtype).view(-1, 1, 1, 1)
+
+
+def spatial_loss(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 6, averaged over the batch: ``Σ_k Σ_hw Bg ⊙ |∂y_n/∂m_k|``.
+
+    Args:
+        grads_true: ``[B, K, H, W]`` (or ``[J, B, K, H, W]``) ``∂y_n/∂m``.
+        background: ``[B, 1, H0, W0]`` background weights at any resolution; resized to
+            ``H × W`` by area averaging (the share of background in each cell).
+    Returns:
+        scalar tensor.
+    """
+    h, w = grads_true.shape[-2:]
+    bg = F.interpolate(background.to(grads_true.dtype), size=(h, w), mode="area")
+    a = (grads_true.abs() * bg).sum(dim=(-3, -2, -1))         # [..., B]
+    return a.reshape(-1, a.shape[-1]).mean()
+
+
+class DoctorLoss:
+    """``alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r`` as an ``extra_loss`` for ``train.fit``.
+
+    Args:
+        model: the classifier being treated.
+        stats: channel statistics (needed when ``alpha > 0`` and channel layers are set).
+        channel_layers / spatial_layers: conv layers (index from the last conv or name).
+        grad_mode: ``abs`` or ``relu`` for the channel term.
+        second_term: ``all`` (paper) or ``mask`` (released).
+        noise_draws / noise_delta: J and δ; with noise, each constrained layer gets its own
+            forward pass of J noisy copies (default J=1, δ=0 reuses the training forward).
+        expand_px: mask expansion ``e`` at input resolution.
+    """
+
+    def __init__(self, model: nn.Module, stats: ChannelStatistics | None,
+                 channel_layers: Sequence[int | str] = (0,),
+                 spatial_layers: Sequence[int | str] = (0,), alpha: float = 0.0,
+                 beta: float = 0.0, grad_mode: str = "abs", second_term: str = "all",
+                 noise_draws: int = 1, noise_delta: float = 0.0, expand_px: int = 0,
+                 num_classes: int | None = None):
+        self.model = model
+        self.alpha, self.beta = alpha, beta
+        self.grad_mode, self.second_term = grad_mode, second_term
+        self.noise_draws, self.noise_delta = noise_draws, noise_delta
+        self.expand_px = expand_px
+        self.channel_layers = [n for n, _ in load_modules(model, list(channel_layers))] \
+            if alpha > 0 else []
+        self.spatial_layers = [n for n, _ in load_modules(model, list(spatial_layers))] \
+            if beta > 0 else []
+        self.masks: dict[str, torch.Tensor] = {}
+        if self.channel_layers:
+            if stats is None:
+                raise ValueError("alpha > 0 needs channel statistics (--grad_dir)")
+            stats.check_model(model, self.channel_layers, num_classes or stats.num_classes)
+            self.masks = {n: stats.mask(n) for n in self.channel_layers}
+        layers = list(dict.fromkeys(self.channel_layers + self.spatial_layers))
+        self.hooks = FeatureHooks(model, layers) if layers else None
+
+    @property
+    def noisy(self) -> bool:
+        return self.noise_delta > 0 or self.noise_draws > 1
+
+    def _gradients(self, images, labels, second, logits):
+        """``{layer: (grads_true, grads_second or None)}`` with ``create_graph=True``."""
+        layers = self.hooks.names
+        if not self.noisy:
+            feats = [self.hooks.features[n] for n in layers]
+            return self._grad_pair(logits, feats, labels, second, layers, draws=1)
+        out = {}
+        self.hooks.enabled = False
+        try:
+            for name in layers:
+                with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
+                    j = self.noise_draws
+                    x = images.repeat(j, *([1] * (images.dim() - 1)))
+                    out.update(self._grad_pair(self.model(x), [noisy.features[name]],
+                                               labels.repeat(j), second.repeat(j), [name], j))
+        finally:
+            self.hooks.enabled = True
+        return out
+
+    def _grad_pair(self, logits, feats, labels, second, layers, draws):
+        g_true = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), feats,
+                                     create_graph=True)
+        needs_second = [n in self.channel_layers for n in layers]
+        g_second = [None] * len(layers)
+        if any(needs_second):
+            idx = [i for i, need in enumerate(needs_second) if need]
+            got = torch.autograd.grad(logits.gather(1, second[:, None]).sum(),
+                                      [feats[i] for i in idx], create_graph=True)
+            for i, g in zip(idx, got):
+                g_second[i] = g
+        shape = lambda g: None if g is None else g.view(draws, -1, *g.shape[1:])  # noqa: E731
+        return {n: (shape(a), shape(b)) for n, a, b in zip(layers, g_true, g_second)}
+
+    def __call__(self, batch, images, labels, logits) -> tuple[torch.Tensor, dict]:
+        if self.hooks is None:
+            return logits.new_zeros(()), {}
+        second = second_class(logits, labels)
+        grads = self._gradients(images, labels, second, logits)
+        total = logits.new_zeros(())
+        terms = {}
+        if self.channel_layers:
+            l_ch = sum(channel_loss(grads[n][0], grads[n][1], self.masks[n].to(logits.device),
+                                    labels, second, self.grad_mode, self.second_term)
+                       for n in self.channel_layers)
+            total = total + self.alpha * l_ch
+            terms["channel"] = l_ch.item()
+        if self.spatial_layers:
+            if len(batch) < 5:
+                raise ValueError("beta > 0 needs masks: give --mask_dir")
+            masks = batch[3].to(images.device, non_blocking=True)
+            annotated = torch.as_tensor(batch[4], device=images.device)
+            bg = background_weights(masks, annotated, self.expand_px)
+            l_sp = sum(spatial_loss(grads[n][0], bg) for n in self.spatial_layers)
+            total = total + self.beta * l_sp
+            terms["spatial"] = l_sp.item()
+            terms["annotated"] = float(annotated.float().mean())
+        self.hooks.clear()
+        return total, terms
+
+    def remove(self) -> None:
+        if self.hooks is not None:
+            self.hooks.remove()

@@ -1,0 +1,83 @@
+"""Datasets and data loaders: ``load_data`` / ``load_data_mask`` (released API)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from loaders.folder import ImageFolderDataset, MaskedImageFolder, read_classes
+from loaders.registry import DATASETS, DatasetSpec, get_spec, register_dataset
+from loaders.transforms import build_transform, channel_stats
+from utils.runtime import seed_worker
+
+__all__ = [
+    "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder", "build_dataset",
+    "build_transform", "channel_stats", "get_spec", "load_data", "load_data_mask",
+    "make_loader", "read_classes", "register_dataset", "resolve_split",
+]
+
+
+def resolve_split(data_path: str | os.PathLike, data_type: str) -> Path:
+    """``data_path/data_type`` if that folder exists, else ``data_path`` (a class-folder root,
+    e.g. a folder of sifted images)."""
+    data_path = Path(data_path)
+    if not data_path.is_dir():
+        raise FileNotFoundError(f"data folder not found: {data_path}")
+    split = data_path / data_type
+    return split if split.is_dir() else data_path
+
+
+def build_dataset(data_name: str, data_path, data_type: str = "train", in_channels=None,
+                  train_transform: bool | None = None, mask_dir=None, allow_empty=False,
+                  require_masks=True) -> Dataset:
+    """The dataset for ``data_type``; ``train_transform`` defaults to ``data_type == 'train'``."""
+    spec = get_spec(data_name)
+    in_channels = in_channels or spec.in_channels
+    train = data_type == "train" if train_transform is None else train_transform
+    transform = build_transform(spec, train, in_channels)
+    root = resolve_split(data_path, data_type)
+    if mask_dir is None:
+        return ImageFolderDataset(root, transform, in_channels, allow_empty=allow_empty)
+    return MaskedImageFolder(root, mask_dir, transform, in_channels, allow_empty=allow_empty,
+                             require_any=require_masks)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0,
+                device: torch.device | None = None, seed: int = 0,
+                sampler: Sampler | None = None, drop_last: bool = False) -> DataLoader:
+    """A DataLoader with seeded shuffling and workers, pinned memory on CUDA.
+
+    Workers are not persistent: they are re-created each epoch from the loader's generator,
+    which :func:`train.fit` reseeds per epoch, so a resumed run augments exactly as an
+    uninterrupted one.
+    """
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, pin_memory=device is not None and device.type == "cuda",
+        worker_init_fn=seed_worker, generator=generator, drop_last=drop_last)
+
+
+def load_data(data_name: str, data_path, data_type: str = "train", batch_size: int | None = None,
+              workers: int = 0, device=None, seed: int = 0, in_channels=None,
+              shuffle: bool | None = None, train_transform: bool | None = None,
+              allow_empty: bool = False) -> DataLoader:
+    """Released API: a loader of ``(image, label, relative_path)`` for ``data_type``."""
+    dataset = build_dataset(data_name, data_path, data_type, in_channels, train_transform,
+                            allow_empty=allow_empty)
+    shuffle = data_type == "train" if shuffle is None else shuffle
+    return make_loader(dataset, batch_size or get_spec(data_name).batch_size, shuffle,
+                       workers, device, seed)
+
+
+def load_data_mask(data_name: str, data_path, mask_path, data_type: str = "train",
+                   batch_size: int | None = None, workers: int = 0, device=None, seed: int = 0,
+                   in_channels=None, shuffle: bool | None = None) -> DataLoader:
+    """A loader of ``(image, label, relative_path, mask, annotated)``; see MaskedImageFolder."""
+    dataset = build_dataset(data_name, data_path, data_type, in_channels, mask_dir=mask_path)
+    shuffle = data_type == "train" if shuffle is None else shuffle
+    return make_loader(dataset, batch_size or get_spec(data_name).batch_size, shuffle,
+                       workers, device, seed)

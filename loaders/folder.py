@@ -1,0 +1,136 @@
+"""Image-folder datasets in the released layout ``ROOT/<split>/<class>/<file>``.
+
+Label order comes from ``classes.txt`` (one class folder name per line, in label order),
+looked up in the class root and then its parent; without it, sorted folder names are used.
+A corrupt image is an error that names the file (we do not silently skip: a skipped image
+would change the data a published number was computed on).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def read_classes(class_root: str | os.PathLike) -> list[str]:
+    """Class names in label order for a folder of class folders."""
+    class_root = Path(class_root)
+    for candidate in (class_root / "classes.txt", class_root.parent / "classes.txt"):
+        if candidate.is_file():
+            names = [l.strip() for l in candidate.read_text().splitlines() if l.strip()]
+            if names:
+                return names
+    names = sorted(p.name for p in class_root.iterdir() if p.is_dir())
+    if not names:
+        raise FileNotFoundError(f"no class folders (and no classes.txt) in {class_root}")
+    return names
+
+
+def open_image(path: str | os.PathLike, in_channels: int) -> Image.Image:
+    """Decode an image as ``L`` (1 channel) or ``RGB``; a clear error names a corrupt file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("L" if in_channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise RuntimeError(f"cannot decode image {path}: {exc}") from exc
+
+
+class ImageFolderDataset(Dataset):
+    """Yields ``(image, label, relative_path)`` with ``relative_path = "<class>/<file>"``.
+
+    Args:
+        root: folder holding one sub-folder per class.
+        transform: applied to the decoded PIL image.
+        in_channels: 1 decodes grayscale, 3 decodes RGB.
+        classes: label order; default :func:`read_classes`.
+        allow_empty: accept classes without images (sifted folders); otherwise an empty or
+            missing class folder is an error.
+    """
+
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None,
+                 in_channels: int = 3, classes: Sequence[str] | None = None,
+                 allow_empty: bool = False):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data folder not found: {self.root}")
+        self.classes = list(classes) if classes is not None else read_classes(self.root)
+        self.transform = transform
+        self.in_channels = in_channels
+        self.samples: list[tuple[str, int]] = []
+        for label, name in enumerate(self.classes):
+            folder = self.root / name
+            files = sorted(f for f in folder.iterdir()
+                           if f.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
+            if not files and not allow_empty:
+                raise ValueError(f"class {label} ({name!r}) has no images in {folder}")
+            self.samples += [(f"{name}/{f.name}", label) for f in files]
+        if not self.samples:
+            raise ValueError(f"no images found under {self.root}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def load(self, index: int) -> tuple[Image.Image, int, str]:
+        rel, label = self.samples[index]
+        return open_image(self.root / rel, self.in_channels), label, rel
+
+    def __getitem__(self, index: int):
+        image, label, rel = self.load(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label, rel
+
+
+class MaskedImageFolder(ImageFolderDataset):
+    """Yields ``(image, label, relative_path, mask, annotated)``.
+
+    Masks are matched by relative path: ``mask_root/<class>/<stem>.png`` for
+    ``root/<class>/<stem>.<ext>``. ``mask`` is a ``[1, H, W]`` float tensor (1 = object)
+    transformed jointly with the image (torchvision v2 with ``tv_tensors.Mask``).
+    An image without a mask is returned with ``annotated = False`` and an all-zero mask,
+    so its spatial penalty is zero.
+    """
+
+    def __init__(self, root, mask_root, transform=None, in_channels=3, classes=None,
+                 allow_empty=False, require_any=True):
+        super().__init__(root, transform, in_channels, classes, allow_empty)
+        self.mask_root = Path(mask_root)
+        self.mask_paths = [self.mask_path(rel) for rel, _ in self.samples]
+        self.mask_paths = [p if p.is_file() else None for p in self.mask_paths]
+        self.num_annotated = sum(p is not None for p in self.mask_paths)
+        if require_any and self.num_annotated == 0:
+            example = self.samples[0][0]
+            raise FileNotFoundError(
+                f"no mask in {self.mask_root} matches any image of {self.root}; e.g. for image "
+                f"{self.root / example} the mask looked for was {self.mask_path(example)}")
+
+    def mask_path(self, rel: str) -> Path:
+        return self.mask_root / Path(rel).with_suffix(".png")
+
+    def __getitem__(self, index: int):
+        image, label, rel = self.load(index)
+        path = self.mask_paths[index]
+        if path is None:
+            mask = torch.zeros(1, image.height, image.width, dtype=torch.uint8)
+        else:
+            m = open_image(path, 1)
+            if m.size != image.size:
+                raise ValueError(f"mask {path} is {m.size[0]}x{m.size[1]} but its image "
+                                 f"{self.root / rel} is {image.size[0]}x{image.size[1]}")
+            mask = torch.from_numpy((np.asarray(m) > 127)).to(torch.uint8)[None]
+        mask = tv_tensors.Mask(mask)
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        return image, label, rel, mask.as_subclass(torch.Tensor).float(), path is not None

@@ -1,0 +1,79 @@
+"""Evaluate a trained classifier: top-1/top-5, per-class accuracy, confusion matrix."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+import loaders
+import models
+from train import build_model, evaluate, resolve_data_args
+from utils import add_device_args, atomic_write_text, get_device, load_weights
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
+    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
+    p.add_argument("--in_channels", type=int, default=None)
+    p.add_argument("--num_classes", type=int, default=None)
+    p.add_argument("--model_path", default="output/train/models/model_ori.pth")
+    p.add_argument("--data_dir", default="data/decoy_digits")
+    p.add_argument("--data_type", default="test", help="split folder to evaluate")
+    p.add_argument("--batch_size", type=int, default=None)
+    p.add_argument("--stem", default=None, choices=models.STEMS)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--result_path", default=None,
+                   help="JSON output (default: test_<data_type>.json beside --model_path)")
+    p.add_argument("--no_progress", action="store_true")
+    add_device_args(p)
+    return p
+
+
+def format_report(result: dict) -> str:
+    lines = [f"top-1 {result['top1']:.4f}   top-5 {result['top5']:.4f}   "
+             f"({result['num_images']} images)", "", "per-class accuracy:"]
+    for name, acc, n in zip(result["classes"], result["per_class"], result["support"]):
+        lines.append(f"  {name:>20s}  {acc:.4f}  (n={n})" if acc is not None
+                     else f"  {name:>20s}  n/a     (n=0)")
+    cm = np.asarray(result["confusion_matrix"])
+    width = max(4, len(str(cm.max())) + 1)
+    lines += ["", "confusion matrix (rows: true class, columns: predicted):",
+              " " * 6 + "".join(f"{j:>{width}d}" for j in range(len(cm)))]
+    lines += [f"{i:>5d} " + "".join(f"{v:>{width}d}" for v in row) for i, row in enumerate(cm)]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> dict:
+    device = get_device(args.device, args.device_index)
+    spec, _ = resolve_data_args(args)
+    model = build_model(args, spec)
+    load_weights(model, args.model_path, args.model_name)
+    model.to(device)
+    dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
+                                    args.in_channels, train_transform=False)
+    loader = loaders.make_loader(dataset, args.batch_size or spec.batch_size, False,
+                                 args.workers, device)
+    meter = evaluate(model, loader, device, args.num_classes, not args.no_progress)
+    per_class = meter.per_class()
+    result = {
+        "model_path": str(args.model_path), "model_name": args.model_name,
+        "data_dir": str(args.data_dir), "data_type": args.data_type,
+        "num_images": meter.count, "top1": meter.top1, "top5": meter.top5, "loss": meter.loss,
+        "classes": dataset.classes,
+        "per_class": [None if np.isnan(a) else float(a) for a in per_class],
+        "support": meter.cm.sum(axis=1).tolist(),
+        "confusion_matrix": meter.cm.tolist(),
+    }
+    print(format_report(result))
+    out = Path(args.result_path or Path(args.model_path).parent / f"test_{args.data_type}.json")
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

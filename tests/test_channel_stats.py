@@ -1,0 +1,135 @@
+"""Diagnosis: per-sample gradients, noise, statistics, normalisation, files."""
+import numpy as np
+import pytest
+import torch
+
+from core.channel_stats import ChannelStatistics, channel_gradients, rectify
+from core.hooks import FeatureHooks
+from toy import conv_out, make_toy
+
+
+def closed_form_a(net, x, labels, noise=None, grad_mode="abs"):
+    """a[b, k] = mean_j Σ_hw c(W[n_b, k]) · 1[m + σ_j > 0] for the toy net."""
+    m = conv_out(net, x)                                   # [B, K, H, W]
+    noise = torch.zeros(1, *m.shape) if noise is None else noise   # [J, B, K, H, W]
+    active = (m[None] + noise > 0).float().sum(dim=(-2, -1))       # [J, B, K]
+    w = rectify(net.fc.weight.detach()[labels], grad_mode)         # [B, K]
+    return (active * w[None]).mean(dim=0)
+
+
+@pytest.mark.parametrize("grad_mode", ["abs", "relu"])
+def test_noiseless_gradients_match_closed_form(grad_mode):
+    net = make_toy()
+    x = torch.randn(5, 1, 4, 4)
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    a = channel_gradients(net, x, labels, ["conv"], grad_mode=grad_mode)["conv"]
+    torch.testing.assert_close(a, closed_form_a(net, x, labels, grad_mode=grad_mode))
+
+
+def test_noise_is_added_at_hooked_layer_and_redrawn_per_draw():
+    net = make_toy()
+    x = 0.05 * torch.randn(3, 1, 5, 5)      # conv outputs near 0, so noise flips signs
+    with torch.no_grad():
+        net.conv.bias.zero_()
+    labels = torch.tensor([2, 0, 1])
+    draws, delta = 4, 0.3
+    torch.manual_seed(123)
+    a = channel_gradients(net, x, labels, ["conv"], draws, delta)["conv"]
+    torch.manual_seed(123)       # replay the draws: one [J·B, K, H, W] uniform tensor
+    noise = torch.empty(draws * 3, 3, 5, 5).uniform_(-delta, delta).view(draws, 3, 3, 5, 5)
+    torch.testing.assert_close(a, closed_form_a(net, x, labels, noise))
+    # the draws differ, and one shared draw would give another answer
+    assert not torch.equal(noise[0], noise[1])
+    same = noise[:1].expand(draws, -1, -1, -1, -1)
+    assert not torch.allclose(a, closed_form_a(net, x, labels, same))
+
+
+def test_j1_delta0_equals_noiseless():
+    net = make_toy()
+    x = torch.randn(4, 1, 3, 3)
+    labels = torch.tensor([0, 1, 2, 3])
+    plain = channel_gradients(net, x, labels, ["conv"])["conv"]
+    torch.testing.assert_close(channel_gradients(net, x, labels, ["conv"], 1, 0.0)["conv"], plain)
+    torch.testing.assert_close(channel_gradients(net, x, labels, ["conv"], 10, 0.0)["conv"], plain)
+
+
+def test_statistics_do_not_depend_on_batch_size():
+    import models
+    torch.manual_seed(0)
+    net = models.load_model("resnet34", 1, 10, image_size=32).eval()
+    x, labels = torch.randn(16, 1, 32, 32), torch.arange(16) % 10
+    layers = [n for n, _ in models.load_modules(net, [0, 3])]
+
+    def run(batch):
+        stats = ChannelStatistics.for_model(net, layers, 10)
+        for i in range(0, 16, batch):
+            stats.update(channel_gradients(net, x[i:i + batch], labels[i:i + batch], layers),
+                         labels[i:i + batch])
+        return stats
+    one, full = run(1), run(16)
+    for name in layers:
+        torch.testing.assert_close(one.sums[name], full.sums[name], rtol=1e-4, atol=1e-6)
+
+
+def test_normalisation_and_threshold_by_hand():
+    stats = ChannelStatistics({"conv": 4}, num_classes=2, theta=0.2)
+    stats.sums["conv"] = torch.tensor([[1.0, 3.0, 5.0, 2.0], [4.0, 4.0, 0.0, 2.0]], dtype=torch.float64)
+    stats.counts = torch.tensor([3, 2])
+    expect = np.array([[0.0, 2 / (4 + 1e-5), 4 / (4 + 1e-5), 1 / (4 + 1e-5)],
+                       [4 / (4 + 1e-5), 4 / (4 + 1e-5), 0.0, 2 / (4 + 1e-5)]])
+    np.testing.assert_allclose(stats.normalized("conv").numpy(), expect, rtol=1e-12)
+    np.testing.assert_array_equal(stats.mask("conv").numpy(), [[0, 1, 1, 1], [1, 1, 0, 1]])
+
+
+def test_update_sums_per_class():
+    stats = ChannelStatistics({"a": 2}, num_classes=3)
+    stats.update({"a": torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])}, torch.tensor([2, 0, 2]))
+    np.testing.assert_array_equal(stats.sums["a"].numpy(), [[3, 4], [0, 0], [6, 8]])
+    np.testing.assert_array_equal(stats.counts.numpy(), [1, 0, 2])
+    assert stats.empty_classes() == [1]
+    assert stats.mask("a")[1].tolist() == [1.0, 1.0]   # an empty class constrains nothing
+
+
+def test_npz_round_trip_and_foreign_model(tmp_path):
+    net = make_toy(channels=3)
+    stats = ChannelStatistics.for_model(net, [0], 4, theta=0.3,
+                                        settings={"model_name": "toy", "noise_draws": 10})
+    stats.update({"conv": torch.rand(6, 3)}, torch.tensor([0, 1, 2, 3, 0, 1]))
+    path = tmp_path / "stats.npz"
+    stats.save(path)
+    with np.load(path, allow_pickle=False) as z:    # self-describing without pickle
+        assert list(z["layers"]) == ["conv"] and z["layer0/mask"].shape == (4, 3)
+    back = ChannelStatistics.load(path)
+    assert back.settings["model_name"] == "toy" and back.settings["noise_draws"] == 10
+    assert back.theta == 0.3
+    torch.testing.assert_close(back.sums["conv"], stats.sums["conv"])
+    torch.testing.assert_close(back.mask("conv"), stats.mask("conv"))
+    back.check_model(net, ["conv"], 4)
+    with pytest.raises(ValueError, match=r"'conv'.*3 channels.*5"):
+        back.check_model(make_toy(channels=5), ["conv"], 4)
+    with pytest.raises(ValueError, match="4 classes"):
+        back.check_model(net, ["conv"], 7)
+    with pytest.raises(ValueError, match="no statistics for layer 'other'"):
+        back.check_model(net, ["other"], 4)
+
+
+def test_hooks_removed_and_memory_flat():
+    net = make_toy()
+    x = torch.randn(2, 1, 3, 3)
+    for _ in range(100):
+        with FeatureHooks(net, [0]) as hooks:
+            net(x)
+            assert hooks.features["conv"].shape == (2, 3, 3, 3)
+    assert not net.conv._forward_hooks
+    hooks = FeatureHooks(net, [0])
+    hooks.remove()
+    hooks.remove()      # safe twice
+    assert not net.conv._forward_hooks and not hooks.features
+
+
+def test_hooks_do_not_swallow_errors():
+    net = make_toy()
+    with pytest.raises(RuntimeError):
+        with FeatureHooks(net, [0]):
+            net(torch.randn(2, 5, 3, 3))     # wrong channels
+    assert not net.conv._forward_hooks

@@ -1,0 +1,177 @@
+"""Treatment losses against hand-computed values, scale, and that they train the weights."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.channel_stats import ChannelStatistics, rectify
+from core.grad_constraint import (DoctorLoss, background_weights, channel_loss, dilate,
+                                  second_class, spatial_loss)
+from core.hooks import FeatureHooks
+from toy import conv_out, make_toy
+
+
+def toy_grads(net, x, classes):
+    """Autograd ∂y_c/∂m for the toy net (per sample, one backward pass)."""
+    with FeatureHooks(net, ["conv"]) as hooks:
+        logits = net(x)
+        return torch.autograd.grad(logits.gather(1, classes[:, None]).sum(),
+                                   hooks.features["conv"])[0], logits
+
+
+def test_second_class():
+    logits = torch.tensor([[5.0, 3.0, 1.0], [0.0, 2.0, 9.0], [1.0, 7.0, 4.0]])
+    labels = torch.tensor([0, 1, 2])
+    # right: top-2 (1); wrong: top-1 (2); wrong: top-1 (1)
+    assert second_class(logits, labels).tolist() == [1, 2, 1]
+
+
+@pytest.mark.parametrize("grad_mode", ["abs", "relu"])
+@pytest.mark.parametrize("second_term", ["all", "mask"])
+def test_channel_loss_by_hand(grad_mode, second_term):
+    net = make_toy(channels=3, num_classes=4)
+    x = torch.randn(4, 1, 3, 3)
+    labels = torch.tensor([0, 1, 2, 3])
+    mask = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.float32)
+    g_true, logits = toy_grads(net, x, labels)
+    second = second_class(logits, labels)
+    g_second, _ = toy_grads(net, x, second)
+    loss = channel_loss(g_true, g_second, mask, labels, second, grad_mode, second_term)
+    # closed form: Σ_hw c(∂y_n/∂m_k) = c(W[n,k]) · #(m_k > 0)
+    active = (conv_out(net, x) > 0).float().sum(dim=(2, 3))          # [B, K]
+    w = net.fc.weight.detach()
+    expect = 0.0
+    for b in range(4):
+        n, s = labels[b].item(), second[b].item()
+        for k in range(3):
+            expect += (1 - mask[n, k]) * rectify(w[n, k], grad_mode) * active[b, k]
+            ws = mask[s, k] if second_term == "mask" else 1.0
+            expect += ws * rectify(w[s, k], grad_mode) * active[b, k]
+    torch.testing.assert_close(loss, torch.as_tensor(expect / 4, dtype=loss.dtype))
+
+
+def test_channel_loss_scale_matches_released_times_batch():
+    net = make_toy()
+    x, labels = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    mask = (torch.rand(4, 3) > 0.5).float()
+    g_true, logits = toy_grads(net, x, labels)
+    second = second_class(logits, labels)
+    g_second, _ = toy_grads(net, x, second)
+    ours = channel_loss(g_true, g_second, mask, labels, second, "relu", "mask")
+    # released: gradient of the batch-MEAN logit, then per-sample penalties averaged again
+    with FeatureHooks(net, ["conv"]) as hooks:
+        out = net(x)
+        feats = hooks.features["conv"]
+        gt = torch.autograd.grad(out.gather(1, labels[:, None]).mean(), feats, retain_graph=True)[0]
+        gs = torch.autograd.grad(out.gather(1, second[:, None]).mean(), feats)[0]
+    pen = ((1 - mask[labels]) * gt.clamp(min=0).sum((2, 3))).sum(1) \
+        + (mask[second] * gs.clamp(min=0).sum((2, 3))).sum(1)
+    torch.testing.assert_close(ours, pen.mean() * len(x))
+
+
+def test_spatial_loss_by_hand():
+    net = make_toy(channels=2)
+    x = torch.randn(2, 1, 4, 4)
+    labels = torch.tensor([1, 3])
+    g, _ = toy_grads(net, x, labels)
+    fg = torch.zeros(2, 1, 4, 4)
+    fg[:, :, 1:3, 1:3] = 1
+    bg = background_weights(fg, torch.tensor([True, False]))
+    loss = spatial_loss(g, bg)
+    m = conv_out(net, x)
+    w = net.fc.weight.detach()
+    expect = sum(abs(w[1, k]) * ((m[0, k] > 0).float() * (1 - fg[0, 0])).sum() for k in range(2)) / 2
+    torch.testing.assert_close(loss, expect)
+    # all-foreground masks, or no annotation at all: zero
+    assert spatial_loss(g, background_weights(torch.ones(2, 1, 4, 4), torch.tensor([True, True]))) == 0
+    assert spatial_loss(g, background_weights(fg, torch.tensor([False, False]))) == 0
+
+
+def test_spatial_background_resized_by_area():
+    g = torch.ones(1, 1, 2, 2)
+    bg = torch.zeros(1, 1, 4, 4)
+    bg[..., :2, :2] = 1          # the top-left cell is all background
+    bg[..., 2, 2] = 1            # a quarter of the bottom-right cell
+    assert spatial_loss(g, bg).item() == pytest.approx(1.25)
+
+
+def test_dilation_is_exact_euclidean():
+    mask = torch.zeros(1, 1, 41, 41)
+    mask[..., 18:23, 18:23] = 1       # a 5x5 square
+    for e in (0, 1, 3, 7):
+        got = dilate(mask, e)[0, 0]
+        yy, xx = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
+        dy = (18 - yy).clamp(min=0) + (yy - 22).clamp(min=0)
+        dx = (18 - xx).clamp(min=0) + (xx - 22).clamp(min=0)
+        expect = (dy ** 2 + dx ** 2 <= e ** 2).float()
+        torch.testing.assert_close(got, expect)
+
+
+def _doctor_setup(alpha, beta, **kw):
+    net = make_toy(channels=3, num_classes=4).train()
+    stats = ChannelStatistics({"conv": 3}, 4)
+    stats.sums["conv"] = torch.rand(4, 3, dtype=torch.float64)
+    stats.counts[:] = 1
+    return net, DoctorLoss(net, stats, [0], [0], alpha=alpha, beta=beta, **kw)
+
+
+def _param_grads(net, loss_fn, x, labels, batch):
+    net.zero_grad()
+    logits = net(x)
+    loss = F.cross_entropy(logits, labels)
+    if loss_fn is not None:
+        loss = loss + loss_fn(batch, x, labels, logits)[0]
+    loss.backward()
+    return [p.grad.clone() for p in net.parameters()]
+
+
+def test_constraint_reaches_the_weights():
+    torch.manual_seed(0)
+    x, labels = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 3])
+    masks = torch.zeros(4, 1, 4, 4)
+    batch = (x, labels, ["p"] * 4, masks, torch.tensor([True] * 4))
+    net, doctor = _doctor_setup(alpha=1.0, beta=1.0)
+    with_c = _param_grads(net, doctor, x, labels, batch)
+    plain = _param_grads(net, None, x, labels, batch)
+    # fc.weight gets extra gradient only through create_graph=True
+    assert not torch.allclose(with_c[-1], plain[-1])
+    doctor.remove()
+    assert not net.conv._forward_hooks
+
+
+def test_doctor_loss_terms_equal_pure_functions():
+    torch.manual_seed(1)
+    x, labels = torch.randn(4, 1, 4, 4), torch.tensor([3, 1, 2, 0])
+    masks = (torch.rand(4, 1, 4, 4) > 0.5).float()
+    annotated = torch.tensor([True, False, True, True])
+    net, doctor = _doctor_setup(alpha=0.5, beta=2.0, expand_px=1)
+    logits = net(x)
+    total, terms = doctor((x, labels, [], masks, annotated), x, labels, logits)
+    net.eval()
+    g_true, lg = toy_grads(net, x, labels)
+    second = second_class(lg, labels)
+    g_second, _ = toy_grads(net, x, second)
+    l_ch = channel_loss(g_true, g_second, doctor.masks["conv"], labels, second)
+    l_sp = spatial_loss(g_true, background_weights(masks, annotated, 1))
+    assert terms["channel"] == pytest.approx(l_ch.item(), rel=1e-5)
+    assert terms["spatial"] == pytest.approx(l_sp.item(), rel=1e-5)
+    torch.testing.assert_close(total, 0.5 * l_ch + 2.0 * l_sp)
+
+
+def test_noisy_treatment_averages_draws():
+    torch.manual_seed(2)
+    x, labels = 0.05 * torch.randn(3, 1, 4, 4), torch.tensor([0, 1, 2])
+    net, doctor = _doctor_setup(alpha=1.0, beta=0.0, noise_draws=5, noise_delta=0.2)
+    net.eval()
+    logits = net(x)
+    torch.manual_seed(7)
+    total, terms = doctor((x, labels), x, labels, logits)
+    torch.manual_seed(7)
+    noise = torch.empty(15, 3, 4, 4).uniform_(-0.2, 0.2).view(5, 3, 3, 4, 4)
+    m = conv_out(net, x)
+    active = (m[None] + noise > 0).float().sum(dim=(-2, -1)).mean(0)      # [B, K]
+    w = net.fc.weight.detach().abs()
+    second = second_class(logits, labels)
+    mask = doctor.masks["conv"]
+    expect = (((1 - mask[labels]) * w[labels] + w[second]) * active).sum(1).mean()
+    assert terms["channel"] == pytest.approx(expect.item(), rel=1e-5)
+    assert doctor.hooks.enabled

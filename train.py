@@ -1,0 +1,238 @@
+"""Train a CNN classifier (paper §1): plain cross-entropy, the released recipe.
+
+SGD (lr 0.01, momentum 0.9, weight decay 5e-4), cosine annealing over ``--num_epochs``.
+Writes ``model_ori.pth`` (best test accuracy, released behaviour), ``last.pth`` (full state,
+``--resume`` continues from it), ``result.json``, ``epochs.jsonl`` and TensorBoard scalars.
+``train_model_doctor.py`` reuses :func:`fit`, :func:`train_one_epoch` and :func:`evaluate`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import loaders
+import models
+from metrics import ConfusionMeter
+from utils import (RunRecorder, add_device_args, atomic_save, atomic_write_text, get_device,
+                   load_checkpoint, save_weights, set_seed, unwrap)
+
+# extra_loss(batch, images, labels, logits) -> (loss tensor, {name: float}) — the hook
+# through which train_model_doctor.py adds its constraints to the same loop.
+ExtraLoss = Callable[[tuple, torch.Tensor, torch.Tensor, torch.Tensor],
+                     tuple[torch.Tensor, dict]]
+
+
+def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
+    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
+    p.add_argument("--in_channels", type=int, default=None,
+                   help="image channels (default: the dataset's)")
+    p.add_argument("--num_classes", type=int, default=None,
+                   help="number of classes (default: from classes.txt); must match the data")
+    p.add_argument("--num_epochs", type=int, default=200)
+    p.add_argument("--model_dir", default="output/train/models", help="checkpoints go here")
+    p.add_argument("--data_dir", default="data/decoy_digits",
+                   help="dataset root holding train/ and test/")
+    p.add_argument("--log_dir", default=None, help="TensorBoard + epoch logs (default: model_dir)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="default: 128 at 28/32 px, 32 at 96/224 px (released)")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight_decay", type=float, default=5e-4)
+    p.add_argument("--stem", default=None, choices=models.STEMS,
+                   help="network stem (default: small up to 64 px, imagenet above)")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (exact resume on GPU, slower)")
+    p.add_argument("--resume", action="store_true", help="continue from model_dir/last.pth")
+    p.add_argument("--no_progress", action="store_true", help="hide tqdm progress bars")
+    add_device_args(p)
+    return p
+
+
+def resolve_data_args(args: argparse.Namespace) -> tuple[loaders.DatasetSpec, list[str]]:
+    """Fill ``in_channels``/``num_classes`` from the dataset; refuse a num_classes that
+    contradicts the class folders."""
+    spec = loaders.get_spec(args.data_name)
+    args.in_channels = args.in_channels or spec.in_channels
+    classes = loaders.read_classes(loaders.resolve_split(args.data_dir, "train"))
+    if args.num_classes is None:
+        args.num_classes = len(classes)
+    elif args.num_classes != len(classes):
+        raise ValueError(f"--num_classes {args.num_classes} but {args.data_dir} has "
+                         f"{len(classes)} classes")
+    return spec, classes
+
+
+def build_model(args: argparse.Namespace, spec: loaders.DatasetSpec) -> torch.nn.Module:
+    return models.load_model(args.model_name, args.in_channels, args.num_classes,
+                             image_size=spec.size, stem=args.stem)
+
+
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace):
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(args.num_epochs, 1))
+    return optimizer, scheduler
+
+
+def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: int,
+                    extra_loss: ExtraLoss | None = None, progress: bool = True) -> dict:
+    """One pass over ``loader``; returns mean loss terms and train top-1."""
+    model.train()
+    meter = ConfusionMeter(num_classes)
+    sums: dict[str, float] = {}
+    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress)
+    for batch in bar:
+        images = batch[0].to(device, non_blocking=True)
+        labels = batch[1].to(device, non_blocking=True)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        terms = {"ce": loss.item()}
+        if extra_loss is not None:
+            extra, extra_terms = extra_loss(batch, images, labels, logits)
+            loss = loss + extra
+            terms.update(extra_terms)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}: {terms}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        meter.update(logits, labels, loss.item())
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v * len(labels)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    out = {f"train/{k}": v / max(meter.count, 1) for k, v in sums.items()}
+    out.update({"train/loss": meter.loss, "train/top1": meter.top1})
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, num_classes: int, progress: bool = True,
+             desc: str = "test") -> ConfusionMeter:
+    """Top-1/top-5, loss and confusion matrix of ``model`` on ``loader`` (no autograd)."""
+    model.eval()
+    meter = ConfusionMeter(num_classes)
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        images = batch[0].to(device, non_blocking=True)
+        labels = batch[1].to(device, non_blocking=True)
+        logits = model(images)
+        meter.update(logits, labels, F.cross_entropy(logits, labels).item())
+    return meter
+
+
+def _training_state(model, optimizer, scheduler, epoch, best, args) -> dict:
+    return {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best,
+            "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
+            "rng": {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(
+                np.random.get_state()[1].astype(np.int64)), "python": random.getstate()[1]}}
+
+
+def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
+        best_name: str = "model_ori.pth", extra_loss: ExtraLoss | None = None,
+        evaluate_start: bool = False, is_main: bool = True, sampler=None,
+        train_hook: Callable | None = None) -> dict:
+    """The epoch loop shared by ``train.py`` and ``train_model_doctor.py``.
+
+    Each epoch reseeds all RNGs from ``(seed, epoch)``, so a run resumed from ``last.pth``
+    follows the same path as one that never stopped. ``evaluate_start`` records the test
+    accuracy of the starting weights as epoch 0.
+    """
+    model_dir = Path(args.model_dir)
+    recorder = RunRecorder(args.log_dir or model_dir, args, enabled=is_main)
+    progress = is_main and not args.no_progress
+    meta = {"model_name": args.model_name, "num_classes": args.num_classes,
+            "in_channels": args.in_channels, "data_name": args.data_name}
+    last_path = model_dir / "last.pth"
+    start_epoch, best = 1, {"acc": -1.0, "epoch": -1}
+    history: dict = {}
+    if args.resume and last_path.is_file():
+        state = load_checkpoint(last_path)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        history = state.get("history", {})
+        if is_main:
+            print(f"resumed from {last_path} at epoch {start_epoch}")
+    elif args.resume and is_main:
+        print(f"--resume: no {last_path} yet, starting fresh")
+    t0 = time.time()
+    if evaluate_start and start_epoch == 1:
+        meter = evaluate(model, test_loader, device, args.num_classes, progress, "epoch 0 test")
+        history["epoch0_acc"] = meter.top1
+        best = {"acc": meter.top1, "epoch": 0}
+        if is_main:
+            save_weights(model, model_dir / best_name, epoch=0, acc=meter.top1, **meta)
+            recorder.log_epoch(0, {"test/top1": meter.top1, "test/top5": meter.top5,
+                                   "test/loss": meter.loss})
+            print(f"epoch 0 (start) test top1 {meter.top1:.4f}")
+    for epoch in range(start_epoch, args.num_epochs + 1):
+        set_seed(args.seed * 100003 + epoch)
+        if train_loader.generator is not None:  # shuffling and worker seeds
+            train_loader.generator.manual_seed(args.seed * 100003 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        if train_hook is not None:
+            train_hook(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(model, train_loader, optimizer, device, epoch,
+                                args.num_classes, extra_loss, progress)
+        scheduler.step()
+        meter = evaluate(model, test_loader, device, args.num_classes, progress)
+        stats.update({"test/loss": meter.loss, "test/top1": meter.top1, "test/top5": meter.top5,
+                      "lr": lr, "seconds": time.time() - t0})
+        if is_main:
+            if meter.top1 > best["acc"]:
+                best = {"acc": meter.top1, "epoch": epoch}
+                save_weights(model, model_dir / best_name, epoch=epoch, acc=meter.top1, **meta)
+            history["final_acc"] = meter.top1
+            state = _training_state(model, optimizer, scheduler, epoch, best, args)
+            state["history"] = history
+            atomic_save(state, last_path)
+            recorder.log_epoch(epoch, stats)
+            print(f"epoch {epoch}/{args.num_epochs} loss {stats['train/loss']:.4f} "
+                  f"train top1 {stats['train/top1']:.4f} test top1 {meter.top1:.4f} "
+                  f"(best {best['acc']:.4f} @ {best['epoch']})", flush=True)
+        history["final_acc"] = meter.top1
+    result = {"best_acc": best["acc"], "best_epoch": best["epoch"],
+              "final_acc": history.get("final_acc", best["acc"]), "epochs": args.num_epochs,
+              "seconds": time.time() - t0, **{k: v for k, v in history.items() if k != "final_acc"}}
+    if is_main:
+        atomic_write_text(model_dir / "result.json", json.dumps(result, indent=2) + "\n")
+    recorder.close()
+    return result
+
+
+def main(args: argparse.Namespace) -> dict:
+    set_seed(args.seed, args.deterministic)
+    device = get_device(args.device, args.device_index)
+    spec, classes = resolve_data_args(args)
+    batch_size = args.batch_size or spec.batch_size
+    train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels)
+    test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels)
+    train_loader = loaders.make_loader(train_set, batch_size, True, args.workers, device, args.seed)
+    test_loader = loaders.make_loader(test_set, batch_size, False, args.workers, device, args.seed)
+    model = build_model(args, spec).to(device)
+    optimizer, scheduler = build_optimizer(model, args)
+    print(f"{args.model_name} on {args.data_name}: {len(train_set)} train / {len(test_set)} "
+          f"test images, {args.num_classes} classes, device {device}")
+    return fit(args, model, train_loader, test_loader, optimizer, scheduler, device)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,66 @@
+"""Atomic file writes and safe checkpoint loading.
+
+Every file this project writes goes through :func:`atomic_write`: the bytes land in a
+temporary file in the destination folder, are flushed to disk, and the temporary file is
+renamed over the destination. A killed run therefore leaves either the old file or the new
+one, never half of one.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+    """Open a temporary file next to ``path``; rename it over ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_write(path, "w") as f:
+        f.write(text)
+
+
+def atomic_save(obj, path: str | os.PathLike, saver: Callable = torch.save) -> None:
+    """``torch.save`` (or another ``saver(obj, file)``) to ``path`` atomically."""
+    with atomic_write(path, "wb") as f:
+        saver(obj, f)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu"):
+    """Load a checkpoint with ``weights_only=True``; a clear error if it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def safe_child(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
+    """``root / relative``, refusing any path that would leave ``root``."""
+    root = Path(root).resolve()
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:
+        raise ValueError(f"refusing to write outside {root}: {relative!r}")
+    return target
