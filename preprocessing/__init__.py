@@ -1,0 +1,1 @@
+"""Converters from each dataset's official files to the image-folder layout the loaders read."""

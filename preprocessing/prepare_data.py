@@ -1,0 +1,71 @@
+"""Build a dataset in the layout the loaders read: ``ROOT/{train,test}/<class>/<file>``.
+
+Examples::
+
+    python preprocessing/prepare_data.py --data_name decoy_digits --output data/decoy_digits
+    python preprocessing/prepare_data.py --data_name cifar10 --source data/raw/cifar10 \\
+        --output data/cifar10 --download
+    python preprocessing/prepare_data.py --data_name mini_imagenet --source /data/mini-imagenet \\
+        --output data/mini_imagenet_10 --num_classes_subset 10 --seed 0
+
+Re-running skips files that already exist, so an interrupted run can simply be restarted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parents[1]
+# Run as a script, Python puts preprocessing/ first on sys.path, where cifar.py, mnist.py, ...
+# would shadow same-named top-level modules; the repository root takes its place.
+if sys.path and Path(sys.path[0] or ".").resolve() == _REPO / "preprocessing":
+    sys.path.pop(0)
+sys.path.insert(0, str(_REPO))
+
+# Importing the format modules registers their converters.
+from preprocessing import (  # noqa: E402,F401
+    cifar, decoy, digits, mini_imagenet, mnist, stl10, svhn,
+)
+from preprocessing.common import CONVERTERS  # noqa: E402
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data_name", required=True, choices=sorted(CONVERTERS))
+    parser.add_argument("--source", default=None,
+                        help="folder with the official files (for decoy: a prepared dataset)")
+    parser.add_argument("--output", required=True, help="dataset root to write")
+    parser.add_argument("--download", action="store_true",
+                        help="fetch the official files into --source with torchvision first")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the digits split, the mini-ImageNet split and class "
+                             "choice, and the decoy corners and test shades")
+    parser.add_argument("--num_classes_subset", type=int, default=0,
+                        help="mini_imagenet: keep this many random classes (0 = all)")
+    parser.add_argument("--train_per_class", type=int, default=480,
+                        help="mini_imagenet: training images per class, the rest are test")
+    parser.add_argument("--plain_output", default=None,
+                        help="decoy_*: where the plain dataset is built "
+                             "(unset: next to --output, named after the base dataset)")
+    parser.add_argument("--no_verify", action="store_true",
+                        help="skip the check of the per-split counts against the official ones")
+    return parser
+
+
+def main(args: argparse.Namespace):
+    converter = CONVERTERS[args.data_name]
+    if converter.needs_source and args.source is None:
+        raise SystemExit(f"--data_name {args.data_name} needs --source")
+    if args.num_classes_subset and args.data_name != "mini_imagenet":
+        raise SystemExit("--num_classes_subset is only supported for mini_imagenet")
+    start = time.perf_counter()
+    summary = converter.fn(args)
+    print(f"{args.data_name}: done in {time.perf_counter() - start:.1f} s -> {summary.root}")
+    return summary
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

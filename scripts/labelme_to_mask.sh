@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# labelme JSON annotations -> binary foreground masks, MASK_DIR/<class>/<stem>.png (255 = object).
+# Run after scripts/annotate.sh; the masks feed train_model_doctor.py.
+set -euo pipefail
+
+json_dir=${json_dir:-output/sift/low}  # labelme files, <class>/<stem>.json (beside the images by default)
+mask_dir=${mask_dir:-output/masks}
+image_dir=${image_dir:-$json_dir}      # the annotated images, <class>/<stem>.<ext>, to cross-check sizes
+
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+
+"$PYTHON" preprocessing/labelme_to_mask.py \
+    --json_dir "$json_dir" \
+    --mask_dir "$mask_dir" \
+    --image_dir "$image_dir"

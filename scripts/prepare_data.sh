@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Build a dataset under data/ in the layout the loaders read (ROOT/{train,test}/<class>/).
+# The default, decoy_digits, is built offline from scikit-learn's bundled digits (the plain
+# digits land in data/digits on the way). Examples:
+#   data_name=cifar10 download=1 bash scripts/prepare_data.sh
+#   data_name=mini_imagenet source_dir=/data/mini-imagenet data_dir=data/mini_imagenet_10 \
+#     num_classes_subset=10 bash scripts/prepare_data.sh
+#   data_name=decoy source_dir=data/mnist data_dir=data/decoy_mnist bash scripts/prepare_data.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data_name=${data_name:-decoy_digits}
+source_dir=${source_dir:-data/raw/${data_name}}
+data_dir=${data_dir:-data/${data_name}}
+download=${download:-0}
+seed=${seed:-0}
+num_classes_subset=${num_classes_subset:-0}   # mini_imagenet only; 0 = all classes
+train_per_class=${train_per_class:-480}       # mini_imagenet only
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+
+download_flag=()
+if [ "${download}" = 1 ]; then download_flag=(--download); fi
+
+"${PYTHON}" preprocessing/prepare_data.py \
+  --data_name "${data_name}" \
+  --source "${source_dir}" \
+  --output "${data_dir}" \
+  --seed "${seed}" \
+  --num_classes_subset "${num_classes_subset}" \
+  --train_per_class "${train_per_class}" \
+  ${download_flag[@]+"${download_flag[@]}"}

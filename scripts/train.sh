@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Train the original classifier (paper §1). Every variable can be set from the environment:
+#   model_name=vgg16 data_name=cifar10 data_dir=data/cifar10 bash scripts/train.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+
+result_path=${result_path:-output}
+model_name=${model_name:-resnet34}
+data_name=${data_name:-decoy_digits}
+exp_name=${exp_name:-${model_name}_${data_name}}
+in_channels=${in_channels:-}          # empty: the dataset's
+num_classes=${num_classes:-}          # empty: from classes.txt
+num_epochs=${num_epochs:-200}
+batch_size=${batch_size:-}            # empty: 128 at 28/32 px, 32 at 96/224 px
+lr=${lr:-0.01}
+seed=${seed:-0}
+workers=${workers:-2}
+device_index=${device_index:-}        # empty: --device auto
+data_dir=${data_dir:-data/${data_name}}
+model_dir=${model_dir:-${result_path}/${exp_name}/models}
+log_dir=${log_dir:-${result_path}/${exp_name}/runs/train}
+resume=${resume:-1}                   # 1: continue from model_dir/last.pth if present
+
+"$PYTHON" train.py \
+  --model_name "$model_name" \
+  --data_name "$data_name" \
+  ${in_channels:+--in_channels "$in_channels"} \
+  ${num_classes:+--num_classes "$num_classes"} \
+  --num_epochs "$num_epochs" \
+  ${batch_size:+--batch_size "$batch_size"} \
+  --lr "$lr" \
+  --seed "$seed" \
+  --workers "$workers" \
+  ${device_index:+--device_index "$device_index"} \
+  --data_dir "$data_dir" \
+  --model_dir "$model_dir" \
+  --log_dir "$log_dir" \
+  $( [ "$resume" = 1 ] && echo --resume ) \
+  ${extra_args:-}
