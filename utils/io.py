@@ -14,8 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
-
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
@@ -43,14 +41,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-def atomic_save(obj, path: str | os.PathLike, saver: Callable = torch.save) -> None:
+def atomic_save(obj, path: str | os.PathLike, saver: Callable | None = None) -> None:
     """``torch.save`` (or another ``saver(obj, file)``) to ``path`` atomically."""
+    if saver is None:
+        import torch
+        saver = torch.save
     with atomic_write(path, "wb") as f:
         saver(obj, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu"):
     """Load a checkpoint with ``weights_only=True``; a clear error if it is missing."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
