@@ -15,6 +15,7 @@ export model_name=${model_name:-smallcnn}
 export data_name=${data_name:-decoy_digits}
 export exp_name=${exp_name:-${model_name}_${data_name}}
 export data_dir=${data_dir:-data/${data_name}}
+clean_data_dir=${clean_data_dir:-$(dirname "$data_dir")/digits}   # decoy-free images
 export seed=${seed:-0}
 export workers=${workers:-0}                  # tiny images: decoding in-process is fastest
 export device_index=${device_index:-}
@@ -75,7 +76,7 @@ step "9/9 test every model (best and final epoch) and tabulate"
   --exp_dir "$exp_dir" \
   --model_name "$model_name" \
   --data_name "$data_name" \
-  --clean_data_dir "data/digits" \
+  --clean_data_dir "$clean_data_dir" \
   --decoy_data_dir "$data_dir" \
   --out_dir "$table_dir" \
   --seconds "$(( $(date +%s) - start ))"

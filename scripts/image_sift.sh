@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Sift training images by prediction confidence (METHOD §2):
+#   mode=high  the most confident correct images per class -> channel statistics (grad_calculate.sh)
+#   mode=low   annotation candidates per class, misclassified first -> annotate.sh
+# Run after train.sh. Example: mode=low bash scripts/image_sift.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+
+result_path=${result_path:-output}
+model_name=${model_name:-resnet34}
+data_name=${data_name:-decoy_digits}
+exp_name=${exp_name:-${model_name}_${data_name}}
+in_channels=${in_channels:-}          # empty: the dataset's
+num_classes=${num_classes:-}          # empty: from classes.txt
+mode=${mode:-high}                    # high | low
+num_images=${num_images:-$([ "$mode" = low ] && echo 20 || echo 50)}  # per class (paper: T=100; 20 annotated)
+data_type=${data_type:-train}         # split to sift
+batch_size=${batch_size:-}            # empty: the dataset's
+workers=${workers:-2}
+device_index=${device_index:-}        # empty: --device auto
+model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
+data_path=${data_path:-data/${data_name}}               # holds train/ and test/
+image_path=${image_path:-${result_path}/${exp_name}/sift/${mode}}
+
+"$PYTHON" core/image_sift.py \
+  --model_name "$model_name" \
+  --data_name "$data_name" \
+  ${in_channels:+--in_channels "$in_channels"} \
+  ${num_classes:+--num_classes "$num_classes"} \
+  --model_path "$model_path" \
+  --data_path "$data_path" \
+  --data_type "$data_type" \
+  --image_path "$image_path" \
+  --mode "$mode" \
+  --num_images "$num_images" \
+  ${batch_size:+--batch_size "$batch_size"} \
+  --workers "$workers" \
+  ${device_index:+--device_index "$device_index"} \
+  ${extra_args:-}
