@@ -18,6 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 import loaders
@@ -25,6 +27,7 @@ import models
 from metrics import ConfusionMeter
 from utils import (RunRecorder, add_device_args, atomic_save, atomic_write_text, get_device,
                    load_checkpoint, save_weights, set_seed, unwrap)
+from utils.distributed import DistInfo, ShardSampler, all_reduce_sum, cleanup, init_distributed
 
 # extra_loss(batch, images, labels, logits) -> (loss tensor, {name: float}) — the hook
 # through which train_model_doctor.py adds its constraints to the same loop.
@@ -59,6 +62,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="deterministic kernels (exact resume on GPU, slower)")
     p.add_argument("--resume", action="store_true", help="continue from model_dir/last.pth")
     p.add_argument("--no_progress", action="store_true", help="hide tqdm progress bars")
+    p.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun: synchronise BatchNorm statistics across ranks")
     add_device_args(p)
     return p
 
@@ -89,9 +94,23 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace):
     return optimizer, scheduler
 
 
+def reduce_meter(meter: ConfusionMeter, info: DistInfo | None) -> ConfusionMeter:
+    """Sum a meter's counts over ranks, so every rank reports the whole data set."""
+    if info is None or not info.enabled:
+        return meter
+    flat = torch.tensor([meter.top5_hits, meter.loss_sum, meter.count], dtype=torch.float64)
+    cm = torch.from_numpy(meter.cm)
+    all_reduce_sum(flat, info)
+    all_reduce_sum(cm, info)
+    meter.top5_hits, meter.loss_sum, meter.count = flat[0].item(), flat[1].item(), int(flat[2])
+    meter.cm = cm.numpy()
+    return meter
+
+
 def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: int,
-                    extra_loss: ExtraLoss | None = None, progress: bool = True) -> dict:
-    """One pass over ``loader``; returns mean loss terms and train top-1."""
+                    extra_loss: ExtraLoss | None = None, progress: bool = True,
+                    info: DistInfo | None = None) -> dict:
+    """One pass over ``loader``; returns mean loss terms and train top-1 (over all ranks)."""
     model.train()
     meter = ConfusionMeter(num_classes)
     sums: dict[str, float] = {}
@@ -115,6 +134,11 @@ def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: i
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v * len(labels)
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    reduce_meter(meter, info)
+    if info is not None and info.enabled:
+        keys = sorted(sums)
+        totals = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64), info)
+        sums = dict(zip(keys, totals.tolist()))
     out = {f"train/{k}": v / max(meter.count, 1) for k, v in sums.items()}
     out.update({"train/loss": meter.loss, "train/top1": meter.top1})
     return out
@@ -122,8 +146,9 @@ def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: i
 
 @torch.no_grad()
 def evaluate(model, loader, device, num_classes: int, progress: bool = True,
-             desc: str = "test") -> ConfusionMeter:
-    """Top-1/top-5, loss and confusion matrix of ``model`` on ``loader`` (no autograd)."""
+             desc: str = "test", info: DistInfo | None = None) -> ConfusionMeter:
+    """Top-1/top-5, loss and confusion matrix of ``model`` on ``loader`` (no autograd);
+    under torchrun each rank evaluates its shard and the counts are summed."""
     model.eval()
     meter = ConfusionMeter(num_classes)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
@@ -131,7 +156,7 @@ def evaluate(model, loader, device, num_classes: int, progress: bool = True,
         labels = batch[1].to(device, non_blocking=True)
         logits = model(images)
         meter.update(logits, labels, F.cross_entropy(logits, labels).item())
-    return meter
+    return reduce_meter(meter, info)
 
 
 def _training_state(model, optimizer, scheduler, epoch, best, args) -> dict:
@@ -144,14 +169,16 @@ def _training_state(model, optimizer, scheduler, epoch, best, args) -> dict:
 
 def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
         best_name: str = "model_ori.pth", extra_loss: ExtraLoss | None = None,
-        evaluate_start: bool = False, is_main: bool = True, sampler=None,
-        train_hook: Callable | None = None) -> dict:
+        evaluate_start: bool = False, info: DistInfo | None = None) -> dict:
     """The epoch loop shared by ``train.py`` and ``train_model_doctor.py``.
 
     Each epoch reseeds all RNGs from ``(seed, epoch)``, so a run resumed from ``last.pth``
     follows the same path as one that never stopped. ``evaluate_start`` records the test
     accuracy of the starting weights as epoch 0.
     """
+    info = info or DistInfo()
+    is_main = info.is_main
+    sampler = getattr(train_loader, "sampler", None)
     model_dir = Path(args.model_dir)
     recorder = RunRecorder(args.log_dir or model_dir, args, enabled=is_main)
     progress = is_main and not args.no_progress
@@ -173,7 +200,8 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
         print(f"--resume: no {last_path} yet, starting fresh")
     t0 = time.time()
     if evaluate_start and start_epoch == 1:
-        meter = evaluate(model, test_loader, device, args.num_classes, progress, "epoch 0 test")
+        meter = evaluate(model, test_loader, device, args.num_classes, progress, "epoch 0 test",
+                         info)
         history["epoch0_acc"] = meter.top1
         best = {"acc": meter.top1, "epoch": 0}
         if is_main:
@@ -185,15 +213,13 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
         set_seed(args.seed * 100003 + epoch)
         if train_loader.generator is not None:  # shuffling and worker seeds
             train_loader.generator.manual_seed(args.seed * 100003 + epoch)
-        if sampler is not None:
+        if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        if train_hook is not None:
-            train_hook(epoch)
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(model, train_loader, optimizer, device, epoch,
-                                args.num_classes, extra_loss, progress)
+                                args.num_classes, extra_loss, progress, info)
         scheduler.step()
-        meter = evaluate(model, test_loader, device, args.num_classes, progress)
+        meter = evaluate(model, test_loader, device, args.num_classes, progress, info=info)
         stats.update({"test/loss": meter.loss, "test/top1": meter.top1, "test/top5": meter.top5,
                       "lr": lr, "seconds": time.time() - t0})
         if is_main:
@@ -218,20 +244,48 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
     return result
 
 
+def make_loaders(args, train_set, test_set, batch_size: int, device, info: DistInfo):
+    """Train/test loaders; under torchrun the train set is split by a DistributedSampler
+    (``batch_size`` per rank: the effective batch is ``batch_size × world_size``) and the
+    test set is sharded without padding."""
+    if not info.enabled:
+        return (loaders.make_loader(train_set, batch_size, True, args.workers, device, args.seed),
+                loaders.make_loader(test_set, batch_size, False, args.workers, device, args.seed))
+    train_sampler = DistributedSampler(train_set, info.world_size, info.rank, shuffle=True,
+                                       seed=args.seed)
+    return (loaders.make_loader(train_set, batch_size, False, args.workers, device, args.seed,
+                                sampler=train_sampler),
+            loaders.make_loader(test_set, batch_size, False, args.workers, device, args.seed,
+                                sampler=ShardSampler(len(test_set), info)))
+
+
+def wrap_model(model: torch.nn.Module, args, device, info: DistInfo) -> torch.nn.Module:
+    """DistributedDataParallel under torchrun (optionally with synchronised BatchNorm)."""
+    if not info.enabled:
+        return model
+    if args.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def main(args: argparse.Namespace) -> dict:
     set_seed(args.seed, args.deterministic)
-    device = get_device(args.device, args.device_index)
+    info, device = init_distributed(get_device(args.device, args.device_index))
     spec, classes = resolve_data_args(args)
     batch_size = args.batch_size or spec.batch_size
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels)
     test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels)
-    train_loader = loaders.make_loader(train_set, batch_size, True, args.workers, device, args.seed)
-    test_loader = loaders.make_loader(test_set, batch_size, False, args.workers, device, args.seed)
-    model = build_model(args, spec).to(device)
+    train_loader, test_loader = make_loaders(args, train_set, test_set, batch_size, device, info)
+    model = wrap_model(build_model(args, spec).to(device), args, device, info)
     optimizer, scheduler = build_optimizer(model, args)
-    print(f"{args.model_name} on {args.data_name}: {len(train_set)} train / {len(test_set)} "
-          f"test images, {args.num_classes} classes, device {device}")
-    return fit(args, model, train_loader, test_loader, optimizer, scheduler, device)
+    if info.is_main:
+        print(f"{args.model_name} on {args.data_name}: {len(train_set)} train / {len(test_set)} "
+              f"test images, {args.num_classes} classes, device {device}, "
+              f"{info.world_size} process(es)")
+    try:
+        return fit(args, model, train_loader, test_loader, optimizer, scheduler, device, info=info)
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

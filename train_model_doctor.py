@@ -12,9 +12,12 @@ import argparse
 import loaders
 from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
-from train import build_model, build_optimizer, fit, get_args_parser as train_parser, resolve_data_args
-from utils import get_device, load_weights, set_seed
 from pathlib import Path
+
+from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
+                   make_loaders, resolve_data_args, wrap_model)
+from utils import get_device, load_weights, set_seed
+from utils.distributed import cleanup, init_distributed
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -63,7 +66,7 @@ def load_statistics(grad_dir: str) -> ChannelStatistics:
 def main(args: argparse.Namespace) -> dict:
     args.model_dir = args.model_dir or args.res_model_path
     set_seed(args.seed, args.deterministic)
-    device = get_device(args.device, args.device_index)
+    info, device = init_distributed(get_device(args.device, args.device_index))
     spec, _ = resolve_data_args(args)
     batch_size = args.batch_size or spec.batch_size
     model = build_model(args, spec)
@@ -81,20 +84,25 @@ def main(args: argparse.Namespace) -> dict:
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
                                       mask_dir=args.mask_dir if use_masks else None)
     test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels)
-    if use_masks:
+    if use_masks and info.is_main:
         print(f"{train_set.num_annotated} of {len(train_set)} training images have masks")
-    train_loader = loaders.make_loader(train_set, batch_size, True, args.workers, device, args.seed)
-    test_loader = loaders.make_loader(test_set, batch_size, False, args.workers, device, args.seed)
+    train_loader, test_loader = make_loaders(args, train_set, test_set, batch_size, device, info)
+    # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
+    # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
+    # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
     doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
                         split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,
                         args.second_term, args.noise_draws, args.noise_delta, args.expand_px,
                         args.num_classes)
-    optimizer, scheduler = build_optimizer(model, args)
+    ddp_model = wrap_model(model, args, device, info)
+    optimizer, scheduler = build_optimizer(ddp_model, args)
     try:
-        return fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
-                   best_name="model_doctor.pth", extra_loss=doctor, evaluate_start=True)
+        return fit(args, ddp_model, train_loader, test_loader, optimizer, scheduler, device,
+                   best_name="model_doctor.pth", extra_loss=doctor, evaluate_start=True,
+                   info=info)
     finally:
         doctor.remove()
+        cleanup()
 
 
 if __name__ == "__main__":

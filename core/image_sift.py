@@ -35,6 +35,8 @@ import loaders  # noqa: E402
 import models  # noqa: E402
 from utils import (add_device_args, atomic_write, atomic_write_text, get_device,  # noqa: E402
                    load_weights, safe_child)
+from utils.distributed import (DistInfo, ShardSampler, all_gather_objects, cleanup,  # noqa: E402
+                               init_distributed)
 
 MODES = ("high", "low")
 CSV_COLUMNS = ("file", "label", "class_name", "prediction", "confidence", "p_true")
@@ -143,8 +145,12 @@ class Selection:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader, device: torch.device,
-            progress: bool = True) -> Predictions:
-    """Softmax predictions of ``model`` (eval mode) over ``loader`` (not shuffled)."""
+            progress: bool = True, info: DistInfo | None = None) -> Predictions:
+    """Softmax predictions of ``model`` (eval mode) over ``loader`` (not shuffled).
+
+    Under torchrun ``loader`` reads this rank's shard; the shards are gathered and put back
+    in dataset order, so every rank sees the predictions one process would compute.
+    """
     model.eval()
     labels, preds, conf, p_true = [], [], [], []
     for batch in tqdm(loader, desc="sift", leave=False, disable=not progress):
@@ -156,12 +162,23 @@ def predict(model: torch.nn.Module, loader, device: torch.device,
         preds.append(p.cpu())
         conf.append(c.cpu())
         p_true.append(probs.gather(1, y[:, None])[:, 0].cpu())
-    return Predictions(*(torch.cat(xs).numpy() for xs in (labels, preds, conf, p_true)))
+    local = [torch.cat(xs).numpy() for xs in (labels, preds, conf, p_true)]
+    if info is None or not info.enabled:
+        return Predictions(*local)
+    shards = all_gather_objects((list(loader.sampler), local), info)
+    order = np.concatenate([np.asarray(idx, dtype=np.int64) for idx, _ in shards])
+    merged = []
+    for k in range(4):
+        values = np.concatenate([arrays[k] for _, arrays in shards])
+        out = np.empty_like(values)
+        out[order] = values
+        merged.append(out)
+    return Predictions(*merged)
 
 
 def sift(model: torch.nn.Module, dataset, device: torch.device, mode: str = "high",
          num_images: int = 50, num_classes: int | None = None, batch_size: int = 64,
-         workers: int = 0, progress: bool = True) -> Selection:
+         workers: int = 0, progress: bool = True, info: DistInfo | None = None) -> Selection:
     """Run ``model`` once over ``dataset`` (items ``(image, label, rel_path)``, eval
     transforms) and choose ``num_images`` per class (:func:`select_high` / :func:`select_low`).
 
@@ -171,8 +188,9 @@ def sift(model: torch.nn.Module, dataset, device: torch.device, mode: str = "hig
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     classes = list(dataset.classes)
     num_classes = num_classes or len(classes)
-    loader = loaders.make_loader(dataset, batch_size, False, workers, device)
-    pred = predict(model, loader, device, progress)
+    sampler = ShardSampler(len(dataset), info) if info is not None and info.enabled else None
+    loader = loaders.make_loader(dataset, batch_size, False, workers, device, sampler=sampler)
+    pred = predict(model, loader, device, progress, info)
     indices = SELECTORS[mode](pred.labels, pred.preds, pred.confidence, num_classes, num_images)
     short = [f"{classes[c]!r} (label {c}): {len(idx)} of {num_images}"
              for c, idx in enumerate(indices) if len(idx) < num_images]
@@ -221,7 +239,7 @@ def write_selection(selection: Selection, source_root: str | Path,
 
 
 def main(args: argparse.Namespace) -> Selection:
-    device = get_device(args.device, args.device_index)
+    info, device = init_distributed(get_device(args.device, args.device_index))
     spec = loaders.get_spec(args.data_name)
     args.in_channels = args.in_channels or spec.in_channels
     args.num_images = args.num_images or DEFAULT_NUM_IMAGES[args.mode]
@@ -235,8 +253,14 @@ def main(args: argparse.Namespace) -> Selection:
                               image_size=spec.size, stem=args.stem)
     load_weights(model, args.model_path, args.model_name)
     model.to(device)
-    selection = sift(model, dataset, device, args.mode, args.num_images, args.num_classes,
-                     args.batch_size or spec.batch_size, args.workers, not args.no_progress)
+    try:
+        selection = sift(model, dataset, device, args.mode, args.num_images, args.num_classes,
+                         args.batch_size or spec.batch_size, args.workers,
+                         info.is_main and not args.no_progress, info)
+    finally:
+        cleanup()
+    if not info.is_main:
+        return selection
     listing = write_selection(selection, dataset.root, args.image_path)
     p = selection.predictions
     counts = [len(idx) for idx in selection.indices]
