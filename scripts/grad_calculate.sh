@@ -4,7 +4,7 @@
 # Run after: mode=high bash scripts/image_sift.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+source scripts/_launch.sh
 
 result_path=${result_path:-output}
 model_name=${model_name:-resnet34}
@@ -20,11 +20,13 @@ grad_mode=${grad_mode:-abs}           # abs (paper) | relu (released code)
 seed=${seed:-0}
 workers=${workers:-2}
 device_index=${device_index:-}        # empty: --device auto
+nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
+nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
 model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
 data_path=${data_path:-${result_path}/${exp_name}/sift/high}   # the sifted images
 grad_path=${grad_path:-${result_path}/${exp_name}/grads}
 
-"$PYTHON" core/grad_calculate.py \
+launch core/grad_calculate.py \
   --model_name "$model_name" \
   --data_name "$data_name" \
   ${in_channels:+--in_channels "$in_channels"} \

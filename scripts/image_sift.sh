@@ -5,7 +5,7 @@
 # Run after train.sh. Example: mode=low bash scripts/image_sift.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+source scripts/_launch.sh
 
 result_path=${result_path:-output}
 model_name=${model_name:-resnet34}
@@ -19,11 +19,13 @@ data_type=${data_type:-train}         # split to sift
 batch_size=${batch_size:-}            # empty: the dataset's
 workers=${workers:-2}
 device_index=${device_index:-}        # empty: --device auto
+nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
+nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
 model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
 data_path=${data_path:-data/${data_name}}               # holds train/ and test/
 image_path=${image_path:-${result_path}/${exp_name}/sift/${mode}}
 
-"$PYTHON" core/image_sift.py \
+launch core/image_sift.py \
   --model_name "$model_name" \
   --data_name "$data_name" \
   ${in_channels:+--in_channels "$in_channels"} \

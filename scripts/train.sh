@@ -3,7 +3,7 @@
 #   model_name=vgg16 data_name=cifar10 data_dir=data/cifar10 bash scripts/train.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+source scripts/_launch.sh
 
 result_path=${result_path:-output}
 model_name=${model_name:-resnet34}
@@ -17,12 +17,14 @@ lr=${lr:-0.01}
 seed=${seed:-0}
 workers=${workers:-2}
 device_index=${device_index:-}        # empty: --device auto
+nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
+nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
 data_dir=${data_dir:-data/${data_name}}
 model_dir=${model_dir:-${result_path}/${exp_name}/models}
 log_dir=${log_dir:-${result_path}/${exp_name}/runs/train}
 resume=${resume:-1}                   # 1: continue from model_dir/last.pth if present
 
-"$PYTHON" train.py \
+launch train.py \
   --model_name "$model_name" \
   --data_name "$data_name" \
   ${in_channels:+--in_channels "$in_channels"} \

@@ -4,7 +4,7 @@
 # masks of annotated images (annotate.sh + labelme_to_mask.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+source scripts/_launch.sh
 
 result_path=${result_path:-output}
 model_name=${model_name:-resnet34}
@@ -17,6 +17,8 @@ lr=${lr:-0.01}
 seed=${seed:-0}
 workers=${workers:-2}
 device_index=${device_index:-}
+nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
+nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
 alpha=${alpha:-0.078}                 # batch-mean scale: the released alpha=10 at batch 128
 case "$data_name" in                  # released tip: no spatial constraint at 28/32 px
   stl10|mnin) beta=${beta:-1} ;;
@@ -39,7 +41,7 @@ res_model_path=${res_model_path:-${result_path}/${exp_name}/${variant}/models}
 log_dir=${log_dir:-${result_path}/${exp_name}/runs/${variant}}
 resume=${resume:-1}
 
-"$PYTHON" train_model_doctor.py \
+launch train_model_doctor.py \
   --model_name "$model_name" \
   --data_name "$data_name" \
   ${in_channels:+--in_channels "$in_channels"} \

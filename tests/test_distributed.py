@@ -88,3 +88,16 @@ def test_doctor_step_ddp_equals_one_process(tmp_path):
     torch.manual_seed(0)
     init = models.load_model("smallcnn", 1, 4, image_size=32).state_dict()
     assert any(not torch.allclose(one[k], init[k]) for k in one)     # the step moved weights
+
+
+def test_treatment_under_torchrun(setup):
+    tmp, data = setup
+    run(["core/grad_calculate.py", *COMMON, "--model_path", tmp / "m.pth", "--data_path",
+         data / "train", "--grad_path", tmp / "g", "--noise_draws", "2", "--no_figures"])
+    out = tmp / "doctor2"
+    run(["train_model_doctor.py", *COMMON, "--data_dir", data, "--ori_model_path", tmp / "m.pth",
+         "--res_model_path", out, "--grad_dir", tmp / "g", "--alpha", "0.1", "--beta", "0",
+         "--num_epochs", "1", "--batch_size", "4"], nproc=2)
+    lines = [json.loads(l) for l in (out / "epochs.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [0, 1] and lines[1]["train/channel"] > 0
+    assert (out / "model_doctor.pth").is_file()

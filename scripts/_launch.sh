@@ -1,0 +1,16 @@
+# Sourced by the pipeline scripts: `launch script.py ARGS...` runs plain python when
+# nproc=1 and nnodes=1, else torchrun (DistributedDataParallel; gloo on CPU, NCCL on CUDA).
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+launch() {
+  if [ "${nproc:-1}" -le 1 ] && [ "${nnodes:-1}" -le 1 ]; then
+    "$PYTHON" "$@"
+  else
+    "$PYTHON" -m torch.distributed.run \
+      --nproc_per_node "${nproc:-1}" \
+      --nnodes "${nnodes:-1}" \
+      --node_rank "${node_rank:-0}" \
+      --master_addr "${master_addr:-127.0.0.1}" \
+      --master_port "${master_port:-29500}" \
+      "$@"
+  fi
+}
