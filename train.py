@@ -62,6 +62,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="deterministic kernels (exact resume on GPU, slower)")
     p.add_argument("--resume", action="store_true", help="continue from model_dir/last.pth")
     p.add_argument("--no_progress", action="store_true", help="hide tqdm progress bars")
+    p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
+                   help="mixed precision: autocast forward passes (fp16 adds a gradient scaler)")
     p.add_argument("--sync_bn", action="store_true",
                    help="under torchrun: synchronise BatchNorm statistics across ranks")
     add_device_args(p)
@@ -107,29 +109,44 @@ def reduce_meter(meter: ConfusionMeter, info: DistInfo | None) -> ConfusionMeter
     return meter
 
 
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: int,
                     extra_loss: ExtraLoss | None = None, progress: bool = True,
-                    info: DistInfo | None = None) -> dict:
-    """One pass over ``loader``; returns mean loss terms and train top-1 (over all ranks)."""
+                    info: DistInfo | None = None, amp: str = "off",
+                    scaler: torch.amp.GradScaler | None = None) -> dict:
+    """One pass over ``loader``; returns mean loss terms and train top-1 (over all ranks).
+
+    ``amp``: autocast dtype for the forward passes (and the constraint's gradient passes,
+    which run inside the same region); ``scaler``: the fp16 gradient scaler.
+    """
     model.train()
+    dtype = AMP_DTYPES[amp]
     meter = ConfusionMeter(num_classes)
     sums: dict[str, float] = {}
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress)
     for batch in bar:
         images = batch[0].to(device, non_blocking=True)
         labels = batch[1].to(device, non_blocking=True)
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
-        terms = {"ce": loss.item()}
-        if extra_loss is not None:
-            extra, extra_terms = extra_loss(batch, images, labels, logits)
-            loss = loss + extra
-            terms.update(extra_terms)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels)
+            terms = {"ce": loss.item()}
+            if extra_loss is not None:
+                extra, extra_terms = extra_loss(batch, images, labels, logits)
+                loss = loss + extra
+                terms.update(extra_terms)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}: {terms}")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         meter.update(logits, labels, loss.item())
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + v * len(labels)
@@ -146,7 +163,8 @@ def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: i
 
 @torch.no_grad()
 def evaluate(model, loader, device, num_classes: int, progress: bool = True,
-             desc: str = "test", info: DistInfo | None = None) -> ConfusionMeter:
+             desc: str = "test", info: DistInfo | None = None,
+             amp: str = "off") -> ConfusionMeter:
     """Top-1/top-5, loss and confusion matrix of ``model`` on ``loader`` (no autograd);
     under torchrun each rank evaluates its shard and the counts are summed."""
     model.eval()
@@ -154,13 +172,15 @@ def evaluate(model, loader, device, num_classes: int, progress: bool = True,
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
         images = batch[0].to(device, non_blocking=True)
         labels = batch[1].to(device, non_blocking=True)
-        logits = model(images)
+        with torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=amp != "off"):
+            logits = model(images).float()
         meter.update(logits, labels, F.cross_entropy(logits, labels).item())
     return reduce_meter(meter, info)
 
 
-def _training_state(model, optimizer, scheduler, epoch, best, args) -> dict:
+def _training_state(model, optimizer, scheduler, scaler, epoch, best, args) -> dict:
     return {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
             "scheduler": scheduler.state_dict(), "epoch": epoch, "best": best,
             "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))},
             "rng": {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(
@@ -185,6 +205,8 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
     meta = {"model_name": args.model_name, "num_classes": args.num_classes,
             "in_channels": args.in_channels, "data_name": args.data_name}
     last_path = model_dir / "last.pth"
+    amp = getattr(args, "amp", "off")
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     start_epoch, best = 1, {"acc": -1.0, "epoch": -1}
     history: dict = {}
     if args.resume and last_path.is_file():
@@ -192,6 +214,8 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         start_epoch, best = state["epoch"] + 1, state["best"]
         history = state.get("history", {})
         if is_main:
@@ -201,7 +225,7 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
     t0 = time.time()
     if evaluate_start and start_epoch == 1:
         meter = evaluate(model, test_loader, device, args.num_classes, progress, "epoch 0 test",
-                         info)
+                         info, amp)
         history["epoch0_acc"] = meter.top1
         best = {"acc": meter.top1, "epoch": 0}
         if is_main:
@@ -217,9 +241,10 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
             sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(model, train_loader, optimizer, device, epoch,
-                                args.num_classes, extra_loss, progress, info)
+                                args.num_classes, extra_loss, progress, info, amp, scaler)
         scheduler.step()
-        meter = evaluate(model, test_loader, device, args.num_classes, progress, info=info)
+        meter = evaluate(model, test_loader, device, args.num_classes, progress, info=info,
+                         amp=amp)
         stats.update({"test/loss": meter.loss, "test/top1": meter.top1, "test/top5": meter.top5,
                       "lr": lr, "seconds": time.time() - t0})
         if is_main:
@@ -227,7 +252,7 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
                 best = {"acc": meter.top1, "epoch": epoch}
                 save_weights(model, model_dir / best_name, epoch=epoch, acc=meter.top1, **meta)
             history["final_acc"] = meter.top1
-            state = _training_state(model, optimizer, scheduler, epoch, best, args)
+            state = _training_state(model, optimizer, scheduler, scaler, epoch, best, args)
             state["history"] = history
             atomic_save(state, last_path)
             recorder.log_epoch(epoch, stats)
