@@ -26,7 +26,7 @@ def build_transform(spec: DatasetSpec, train: bool, in_channels: int | None = No
     """
     in_channels = in_channels or spec.in_channels
     mean, std = channel_stats(spec, in_channels)
-    steps = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    steps = [v2.ToImage()]       # geometric steps on uint8 (cheaper), then float
     large = spec.size > 64
     if spec.input_size and spec.input_size != spec.image_size or large:
         steps.append(v2.Resize((spec.size, spec.size), antialias=True))
@@ -37,5 +37,5 @@ def build_transform(spec: DatasetSpec, train: bool, in_channels: int | None = No
             steps.append(v2.RandomCrop(spec.size, padding=4))
             if spec.hflip:
                 steps.append(v2.RandomHorizontalFlip())
-    steps.append(v2.Normalize(mean, std))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(steps)
