@@ -4,7 +4,7 @@ from models.registry import MODELS, STEMS, default_stem, load_model, load_module
 # Importing the architecture modules registers their builders.
 from models import (  # noqa: F401,E402
     alexnet, densenet, efficientnet, googlenet, inception, mnasnet, mobilenet, resnet,
-    shufflenet, simplenet, squeezenet, vgg, xception,
+    shufflenet, simplenet, smallcnn, squeezenet, vgg, xception,
 )
 
 __all__ = ["MODELS", "STEMS", "default_stem", "load_model", "load_modules", "register_model"]
