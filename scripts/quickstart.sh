@@ -19,9 +19,10 @@ clean_data_dir=${clean_data_dir:-$(dirname "$data_dir")/digits}   # decoy-free i
 export seed=${seed:-0}
 export workers=${workers:-0}                  # tiny images: decoding in-process is fastest
 export device_index=${device_index:-}
-train_epochs=${train_epochs:-$([ "$fast" = 1 ] && echo 2 || echo 10)}
-doctor_epochs=${doctor_epochs:-$([ "$fast" = 1 ] && echo 1 || echo 4)}
-lr=${lr:-0.05}
+train_epochs=${train_epochs:-$([ "$fast" = 1 ] && echo 2 || echo 8)}
+doctor_epochs=${doctor_epochs:-$([ "$fast" = 1 ] && echo 1 || echo 3)}
+export batch_size=${batch_size:-32}           # 1,437 training images: more steps per epoch
+lr=${lr:-0.02}
 num_high=${num_high:-50}                      # T images per class for the statistics
 num_low=${num_low:-20}                        # annotated images per class (paper: 20)
 noise_draws=${noise_draws:-10}                # J (paper)
@@ -45,7 +46,8 @@ step "3/9 sift high-confidence training images"
 mode=high num_images=$num_high extra_args=$common bash scripts/image_sift.sh
 
 step "4/9 channel statistics (J=$noise_draws, delta=$noise_delta) + heat map"
-noise_draws=$noise_draws noise_delta=$noise_delta extra_args=$common bash scripts/grad_calculate.sh
+noise_draws=$noise_draws noise_delta=$noise_delta \
+  extra_args="$common --allow_empty_classes --batch_size 128" bash scripts/grad_calculate.sh
 
 step "5/9 sift low-confidence training images (annotation candidates)"
 mode=low num_images=$num_low extra_args=$common bash scripts/image_sift.sh

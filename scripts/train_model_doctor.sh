@@ -13,6 +13,7 @@ exp_name=${exp_name:-${model_name}_${data_name}}
 in_channels=${in_channels:-}
 num_classes=${num_classes:-}
 num_epochs=${num_epochs:-20}
+batch_size=${batch_size:-}            # empty: 128 at 28/32 px, 32 at 96/224 px
 lr=${lr:-0.01}
 seed=${seed:-0}
 workers=${workers:-2}
@@ -47,6 +48,7 @@ launch train_model_doctor.py \
   ${in_channels:+--in_channels "$in_channels"} \
   ${num_classes:+--num_classes "$num_classes"} \
   --num_epochs "$num_epochs" \
+  ${batch_size:+--batch_size "$batch_size"} \
   --lr "$lr" \
   --seed "$seed" \
   --workers "$workers" \

@@ -1,0 +1,26 @@
+"""The quickstart in its fast mode (same code path, fewer epochs) runs end to end."""
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_fast(tmp_path):
+    env = {**os.environ, "fast": "1", "result_path": str(tmp_path / "out"),
+           "table_dir": str(tmp_path / "results"), "data_dir": str(tmp_path / "data" / "decoy_digits"),
+           "num_high": "10", "num_low": "3", "noise_draws": "3", "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    table = (tmp_path / "results" / "quickstart.md").read_text()
+    for row in ("Original model", "Fine-tune control", "+Channel", "+Space", "+All"):
+        assert f"| {row} |" in table
+    assert "class 9" in table and table in proc.stdout
+    exp = tmp_path / "out" / "smallcnn_decoy_digits"
+    jsons = list((exp / "labelme").rglob("*.json"))
+    masks = list((exp / "masks").rglob("*.png"))
+    assert len(jsons) == len(masks) > 0
+    assert (exp / "grads" / "heatmap_layer_0.png").stat().st_size > 1000
+    for variant in ("control", "channel", "space", "all"):
+        assert (exp / variant / "models" / "test_final_clean.json").is_file()
