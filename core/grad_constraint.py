@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from core.channel_stats import ChannelStatistics, rectify
 from core.hooks import FeatureHooks
+from core.tail import noisy_forward
 from models import load_modules
 
 SECOND_TERMS = ("all", "mask")
@@ -159,11 +160,22 @@ class DoctorLoss:
             feats = [self.hooks.features[n] for n in layers]
             return self._grad_pair(logits, feats, labels, second, layers, draws=1)
         out = {}
+        j = self.noise_draws
         self.hooks.enabled = False
         try:
             for name in layers:
+                # Head once on the B images, tail on the J·B noisy copies. Also in train
+                # mode: the head's BN batch statistics over B equal those over J identical
+                # copies (mean and biased variance ignore replication), so only stochastic
+                # layers before the conv (dropout, stochastic depth) change: their one mask
+                # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
+                tail = noisy_forward(self.model, name, images, j, self.noise_delta)
+                if tail is not None:
+                    noisy_logits, z = tail
+                    out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
+                                               second.repeat(j), [name], j))
+                    continue
                 with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
-                    j = self.noise_draws
                     x = images.repeat(j, *([1] * (images.dim() - 1)))
                     out.update(self._grad_pair(self.model(x), [noisy.features[name]],
                                                labels.repeat(j), second.repeat(j), [name], j))

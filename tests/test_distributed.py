@@ -62,7 +62,7 @@ def test_sift_and_statistics_equal_one_process(setup):
             np.load(tmp / "n2" / "grads" / "channel_stats.npz", allow_pickle=False) as b:
         for key in a.files:
             if key.startswith("layer") and "/" in key or key == "counts":
-                np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-9, err_msg=key)
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-9, err_msg=key)  # float32 sum order
 
 
 def test_train_under_torchrun_rank0_writes_once(setup):
