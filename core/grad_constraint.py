@@ -136,6 +136,7 @@ class DoctorLoss:
         self.grad_mode, self.second_term = grad_mode, second_term
         self.noise_draws, self.noise_delta = noise_draws, noise_delta
         self.expand_px = expand_px
+        self.grad_scale = 1024.0      # fp16 autocast only, see _grad_pair
         self.channel_layers = [n for n, _ in load_modules(model, list(channel_layers))] \
             if alpha > 0 else []
         self.spatial_layers = [n for n, _ in load_modules(model, list(spatial_layers))] \
@@ -184,15 +185,26 @@ class DoctorLoss:
         return out
 
     def _grad_pair(self, logits, feats, labels, second, layers, draws):
-        g_true = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), feats,
-                                     create_graph=True)
+        """Per-sample ``∂y_n/∂m`` (and ``∂y_s/∂m`` for channel layers) as float32.
+
+        Under fp16 autocast the feature maps, hence their gradients, are fp16: the score is
+        multiplied by ``grad_scale`` before differentiating (so small gradients do not flush
+        to zero) and the gradients are divided by it in float32 (so the penalties, summed
+        over many positions, do not overflow). bf16 keeps float32's range: scale 1.
+        """
+        scale = self.grad_scale if feats[0].dtype == torch.float16 else 1.0
+        score = logits.float() * scale
+
+        def grad(classes, inputs):
+            got = torch.autograd.grad(score.gather(1, classes[:, None]).sum(), inputs,
+                                      create_graph=True)
+            return [g.float() / scale for g in got]
+        g_true = grad(labels, feats)
         needs_second = [n in self.channel_layers for n in layers]
         g_second = [None] * len(layers)
         if any(needs_second):
             idx = [i for i, need in enumerate(needs_second) if need]
-            got = torch.autograd.grad(logits.gather(1, second[:, None]).sum(),
-                                      [feats[i] for i in idx], create_graph=True)
-            for i, g in zip(idx, got):
+            for i, g in zip(idx, grad(second, [feats[i] for i in idx])):
                 g_second[i] = g
         shape = lambda g: None if g is None else g.view(draws, -1, *g.shape[1:])  # noqa: E731
         return {n: (shape(a), shape(b)) for n, a, b in zip(layers, g_true, g_second)}

@@ -175,3 +175,28 @@ def test_noisy_treatment_averages_draws():
     expect = (((1 - mask[labels]) * w[labels] + w[second]) * active).sum(1).mean()
     assert terms["channel"] == pytest.approx(expect.item(), rel=1e-5)
     assert doctor.hooks.enabled
+
+
+def test_bf16_autocast_constraint_is_finite_and_close():
+    """Mixed precision on CPU: the constraint under bf16 autocast stays finite and near fp32."""
+    import models
+    torch.manual_seed(0)
+    net = models.load_model("smallcnn", 1, 4, image_size=32).eval()
+    stats = ChannelStatistics.for_model(net, [0], 4)
+    stats.sums[next(iter(stats.sums))] = torch.rand(4, 128, dtype=torch.float64)
+    stats.counts[:] = 1
+    doctor = DoctorLoss(net, stats, [0], [0], alpha=1.0, beta=1.0)
+    x, labels = torch.randn(6, 1, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
+    batch = (x, labels, [], (torch.rand(6, 1, 32, 32) > 0.5).float(), torch.ones(6, dtype=torch.bool))
+    terms = {}
+    for dtype in (None, torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = net(x)
+            total, terms[dtype] = doctor(batch, x, labels, logits)
+        assert torch.isfinite(total) and total.dtype == torch.float32
+        total.backward()
+        assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+        net.zero_grad()
+    for key in ("channel", "spatial"):
+        assert terms[torch.bfloat16][key] == pytest.approx(terms[None][key], rel=0.05)
+    doctor.remove()
