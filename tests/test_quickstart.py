@@ -22,5 +22,7 @@ def test_quickstart_fast(tmp_path):
     masks = list((exp / "masks").rglob("*.png"))
     assert len(jsons) == len(masks) > 0
     assert (exp / "grads" / "heatmap_layer_0.png").stat().st_size > 1000
+    assert (exp / "diagnosis" / "overlays_high_low.png").stat().st_size > 1000
+    assert (exp / "diagnosis" / "diagnosis.csv").is_file()
     for variant in ("control", "channel", "space", "all"):
         assert (exp / variant / "models" / "test_final_clean.json").is_file()
