@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import json
 import subprocess
 import sys
@@ -287,3 +288,15 @@ def test_synthetic_cli_then_mask_cli(tmp_path):
     for rel in ("cat/cat_0.png", "cat/cat_1.png", "dog/dog_1.png"):
         with Image.open(tmp_path / "masks" / rel) as im:
             assert iou(np.asarray(im), blob()) >= 0.9
+
+
+def test_annotate_script_explains_itself_without_a_display(tmp_path):
+    (tmp_path / "low" / "c0").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["image_dir"] = str(tmp_path / "low")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(["bash", "scripts/annotate.sh"], cwd=root, env=env, text=True,
+                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "pip install labelme" in out and "labelme_to_mask" in out
