@@ -8,23 +8,18 @@ from pathlib import Path
 import numpy as np
 
 import loaders
-import models
 from train import build_model, evaluate, resolve_data_args
+from utils.cli import add_model_data_args
 from utils import add_device_args, atomic_write_text, get_device, load_weights
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
-    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
-    p.add_argument("--in_channels", type=int, default=None)
-    p.add_argument("--num_classes", type=int, default=None)
-    p.add_argument("--model_path", default="output/train/models/model_ori.pth")
+    add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--data_dir", default="data/decoy_digits")
     p.add_argument("--data_type", default="test", help="split folder to evaluate")
     p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--stem", default=None, choices=models.STEMS)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--result_path", default=None,
                    help="JSON output (default: test_<data_type>.json beside --model_path)")

@@ -38,12 +38,12 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
+from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, rectify  # noqa: E402
 from core.visualize import (diagnosis_figures, overlay_figure, overlay_panel,  # noqa: E402
                             score_gradients)
-from utils import (RunRecorder, add_device_args, atomic_write_text, get_device,  # noqa: E402
-                   load_weights)
+from utils import RunRecorder, add_device_args, atomic_write_text, get_device  # noqa: E402
 
 CSV_COLUMNS = ("rank", "file", "label", "class_name", "prediction", "confidence",
                "off_mask_share", "background_share")
@@ -52,11 +52,7 @@ CSV_COLUMNS = ("rank", "file", "label", "class_name", "prediction", "confidence"
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
-    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
-    p.add_argument("--in_channels", type=int, default=None)
-    p.add_argument("--num_classes", type=int, default=None)
-    p.add_argument("--model_path", default="output/train/models/model_ori.pth")
+    add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--grad_path", default="output/grads",
                    help="folder holding channel_stats.npz (core/grad_calculate.py), or the file")
     p.add_argument("--data_path", default="data/decoy_digits",
@@ -76,7 +72,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="sifted high-confidence images: also draw the high/low figure")
     p.add_argument("--low_path", default=None, help="sifted low-confidence images")
     p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--stem", default=None, choices=models.STEMS)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no_progress", action="store_true")
     add_device_args(p)
@@ -213,14 +208,7 @@ def main(args: argparse.Namespace) -> dict:
     mask_dir = loaders.resolve_split(args.mask_dir, args.data_type) if args.mask_dir else None
     dataset = loaders.build_dataset(args.data_name, args.data_path, args.data_type,
                                     args.in_channels, train_transform=False, mask_dir=mask_dir)
-    args.num_classes = args.num_classes or len(dataset.classes)
-    if args.num_classes != len(dataset.classes):
-        raise ValueError(f"--num_classes {args.num_classes} but {dataset.root} lists "
-                         f"{len(dataset.classes)} classes")
-    model = models.load_model(args.model_name, args.in_channels, args.num_classes,
-                              image_size=spec.size, stem=args.stem)
-    load_weights(model, args.model_path, args.model_name)
-    model.to(device).eval()
+    model = load_trained_model(args, dataset.classes, device).eval()
     for p in model.parameters():
         p.requires_grad_(False)   # only feature-map gradients are needed
     layer = models.load_modules(model, [args.layer])[0][0]

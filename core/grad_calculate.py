@@ -21,10 +21,10 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
+from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, channel_gradients  # noqa: E402
-from utils import (RunRecorder, add_device_args, atomic_save, get_device, load_weights,  # noqa: E402
-                   set_seed)
+from utils import RunRecorder, add_device_args, atomic_save, get_device, set_seed  # noqa: E402
 from utils.distributed import (DistInfo, ShardSampler, all_reduce_sum, cleanup,  # noqa: E402
                                init_distributed)
 
@@ -32,11 +32,7 @@ from utils.distributed import (DistInfo, ShardSampler, all_reduce_sum, cleanup, 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
-    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
-    p.add_argument("--in_channels", type=int, default=None)
-    p.add_argument("--num_classes", type=int, default=None)
-    p.add_argument("--model_path", default="output/train/models/model_ori.pth")
+    add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--data_path", default="output/sift/high",
                    help="sifted high-confidence images, <class>/<file> layout")
     p.add_argument("--grad_path", default="output/grads", help="output folder")
@@ -49,7 +45,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--grad_mode", default="abs", choices=GRAD_MODES,
                    help="abs (paper) or relu (released code)")
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--stem", default=None, choices=models.STEMS)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow_empty_classes", action="store_true",
@@ -96,14 +91,7 @@ def main(args: argparse.Namespace) -> ChannelStatistics:
     args.in_channels = args.in_channels or spec.in_channels
     dataset = loaders.build_dataset(args.data_name, args.data_path, "train", args.in_channels,
                                     train_transform=False, allow_empty=True)
-    args.num_classes = args.num_classes or len(dataset.classes)
-    if args.num_classes != len(dataset.classes):
-        raise ValueError(f"--num_classes {args.num_classes} but {args.data_path} lists "
-                         f"{len(dataset.classes)} classes")
-    model = models.load_model(args.model_name, args.in_channels, args.num_classes,
-                              image_size=spec.size, stem=args.stem)
-    load_weights(model, args.model_path, args.model_name)
-    model.to(device)
+    model = load_trained_model(args, dataset.classes, device)
     for p in model.parameters():
         p.requires_grad_(False)   # only feature-map gradients are needed
     layers = parse_layers(args.layers, model)

@@ -32,9 +32,9 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
-import models  # noqa: E402
 from utils import (add_device_args, atomic_write, atomic_write_text, get_device,  # noqa: E402
-                   load_weights, safe_child)
+                   safe_child)
+from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
 from utils.distributed import (DistInfo, ShardSampler, all_gather_objects, cleanup,  # noqa: E402
                                init_distributed)
 
@@ -46,13 +46,7 @@ DEFAULT_NUM_IMAGES = {"high": 50, "low": 20}   # released scripts: 50; paper ann
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
-    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
-    p.add_argument("--in_channels", type=int, default=None,
-                   help="image channels (default: the dataset's)")
-    p.add_argument("--num_classes", type=int, default=None,
-                   help="number of classes (default: from classes.txt); must match the data")
-    p.add_argument("--model_path", default="output/train/models/model_ori.pth")
+    add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--data_path", default="data/decoy_digits",
                    help="dataset root holding train/ and test/ (or a <class>/<file> folder)")
     p.add_argument("--data_type", default="train", help="split to sift")
@@ -63,7 +57,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="images per class (default: 50 for high, 20 for low)")
     p.add_argument("--batch_size", type=int, default=None,
                    help="default: the dataset's (128 at 28/32 px, 32 at 96/224 px)")
-    p.add_argument("--stem", default=None, choices=models.STEMS)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no_progress", action="store_true")
     add_device_args(p)
@@ -245,14 +238,7 @@ def main(args: argparse.Namespace) -> Selection:
     args.num_images = args.num_images or DEFAULT_NUM_IMAGES[args.mode]
     dataset = loaders.build_dataset(args.data_name, args.data_path, args.data_type,
                                     args.in_channels, train_transform=False)
-    args.num_classes = args.num_classes or len(dataset.classes)
-    if args.num_classes != len(dataset.classes):
-        raise ValueError(f"--num_classes {args.num_classes} but {dataset.root} lists "
-                         f"{len(dataset.classes)} classes")
-    model = models.load_model(args.model_name, args.in_channels, args.num_classes,
-                              image_size=spec.size, stem=args.stem)
-    load_weights(model, args.model_path, args.model_name)
-    model.to(device)
+    model = load_trained_model(args, dataset.classes, device)
     try:
         selection = sift(model, dataset, device, args.mode, args.num_images, args.num_classes,
                          args.batch_size or spec.batch_size, args.workers,

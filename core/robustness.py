@@ -37,11 +37,11 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import loaders  # noqa: E402
+from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
 import models  # noqa: E402
 from core.hooks import FeatureHooks  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
-from utils import (add_device_args, atomic_write_text, get_device, load_weights,  # noqa: E402
-                   set_seed)
+from utils import add_device_args, atomic_write_text, get_device, set_seed  # noqa: E402
 
 DEFAULT_DELTAS = "0,0.05,0.1,0.2,0.3,0.5,0.8,1.0"
 CSV_COLUMNS = ("delta", "normal_true", "adversarial_true", "adversarial_same_false",
@@ -196,11 +196,7 @@ def parse_deltas(text: str) -> list[float]:
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
-    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
-    p.add_argument("--in_channels", type=int, default=None)
-    p.add_argument("--num_classes", type=int, default=None)
-    p.add_argument("--model_path", default="output/train/models/model_ori.pth")
+    add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--data_dir", default="data/decoy_digits", help="holds the split folder")
     p.add_argument("--data_type", default="test", help="split to draw the images from")
     p.add_argument("--num_images", type=int, default=100,
@@ -214,7 +210,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="conv layer to perturb (index from the last conv or module name); "
                         "default: one chosen at random from --seed")
     p.add_argument("--batch_size", type=int, default=256)
-    p.add_argument("--stem", default=None, choices=models.STEMS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out_dir", default="results")
     p.add_argument("--name", default="noise_robustness", help="output file stem")
@@ -229,12 +224,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     args.in_channels = args.in_channels or spec.in_channels
     dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
                                     args.in_channels, train_transform=False)
-    args.num_classes = args.num_classes or len(dataset.classes)
     mean, std = loaders.channel_stats(spec, args.in_channels)
-    model = models.load_model(args.model_name, args.in_channels, args.num_classes,
-                              image_size=spec.size, stem=args.stem)
-    load_weights(model, args.model_path, args.model_name)
-    model.to(device).eval()
+    model = load_trained_model(args, dataset.classes, device).eval()
     convs = models.load_modules(model)
     layer = args.layer if args.layer is not None else random.Random(args.seed).randrange(len(convs))
     layer_name = models.load_modules(model, [layer])[0][0]
