@@ -19,7 +19,8 @@ gt_mask_dir=${gt_mask_dir:-${data_dir}/masks/train}   # where the simulated anno
 settings=${settings:-0,5,10,20}       # annotated images per class (paper: 100..1000 of 5000)
 variants=${variants:-space}           # space (paper) or all
 num_epochs=${num_epochs:-4}
-lr=${lr:-0.05}
+lr=${lr:-0.02}                        # as the quickstart
+batch_size=${batch_size:-32}          # as the quickstart
 alpha=${alpha:-0.078}                 # channel constraint weight (variant all)
 beta=${beta:-1.0}                     # spatial constraint weight
 expand_px=${expand_px:-2}             # mask expansion at 32 px (paper: 30 at 224 px)
@@ -39,6 +40,7 @@ table_dir=${table_dir:-results}
   --variants "$variants" \
   --num_epochs "$num_epochs" \
   --lr "$lr" \
+  --batch_size "$batch_size" \
   --alpha "$alpha" \
   --beta "$beta" \
   --expand_px "$expand_px" \

@@ -16,7 +16,8 @@ data_dir=${data_dir:-data/${data_name}}
 settings=${settings:-all}             # conv layers to constrain, 0 = last conv; all = every conv
 variants=${variants:-channel}         # comma-separated of channel, space, all (paper: all three)
 num_epochs=${num_epochs:-4}           # treatment epochs per run
-lr=${lr:-0.05}
+lr=${lr:-0.02}                        # as the quickstart
+batch_size=${batch_size:-32}          # as the quickstart
 alpha=${alpha:-0.078}                 # channel constraint weight
 beta=${beta:-1.0}                     # spatial constraint weight (variants space/all)
 expand_px=${expand_px:-2}             # mask expansion (variants space/all)
@@ -37,6 +38,7 @@ table_dir=${table_dir:-results}
   --variants "$variants" \
   --num_epochs "$num_epochs" \
   --lr "$lr" \
+  --batch_size "$batch_size" \
   --alpha "$alpha" \
   --beta "$beta" \
   --expand_px "$expand_px" \

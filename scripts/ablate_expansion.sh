@@ -15,7 +15,8 @@ data_dir=${data_dir:-data/${data_name}}
 settings=${settings:-0,1,2,4}         # expand_px values
 variants=${variants:-space}           # space (paper) or all
 num_epochs=${num_epochs:-4}
-lr=${lr:-0.05}
+lr=${lr:-0.02}                        # as the quickstart
+batch_size=${batch_size:-32}          # as the quickstart
 alpha=${alpha:-0.078}                 # channel constraint weight (variant all)
 beta=${beta:-1.0}                     # spatial constraint weight
 seed=${seed:-0}
@@ -35,6 +36,7 @@ table_dir=${table_dir:-results}
   --variants "$variants" \
   --num_epochs "$num_epochs" \
   --lr "$lr" \
+  --batch_size "$batch_size" \
   --alpha "$alpha" \
   --beta "$beta" \
   --seed "$seed" \
