@@ -130,7 +130,8 @@ def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: i
         images = batch[0].to(device, non_blocking=True)
         labels = batch[1].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(images)
+            forward = getattr(extra_loss, "forward", None)   # DoctorLoss may share passes
+            logits = forward(model, images) if forward is not None else model(images)
             loss = F.cross_entropy(logits.float(), labels)
             terms = {"ce": loss.item()}
             if extra_loss is not None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from core.channel_stats import ChannelStatistics, rectify
 from core.hooks import FeatureHooks
-from core.tail import noisy_forward
+from core.tail import SplitError, noisy_forward, split_or_none
 from models import load_modules
 
 SECOND_TERMS = ("all", "mask")
@@ -137,6 +137,7 @@ class DoctorLoss:
         self.noise_draws, self.noise_delta = noise_draws, noise_delta
         self.expand_px = expand_px
         self.grad_scale = 1024.0      # fp16 autocast only, see _grad_pair
+        self._shared = None           # (split, m, live) of the last forward, see forward()
         self.channel_layers = [n for n, _ in load_modules(model, list(channel_layers))] \
             if alpha > 0 else []
         self.spatial_layers = [n for n, _ in load_modules(model, list(spatial_layers))] \
@@ -149,6 +150,27 @@ class DoctorLoss:
             self.masks = {n: stats.mask(n) for n in self.channel_layers}
         layers = list(dict.fromkeys(self.channel_layers + self.spatial_layers))
         self.hooks = FeatureHooks(model, layers) if layers else None
+
+    def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The training forward (``train.train_one_epoch`` calls it instead of ``model``).
+
+        With noisy gradients on one layer that :mod:`core.tail` can split, the network runs as
+        head + tail and the head's output is kept, so the J noisy copies reuse it instead of
+        running the head again. Otherwise (no noise, several layers, a DDP wrapper, no
+        split) it is ``model(images)``.
+        """
+        self._shared = None
+        if self.noisy and self.hooks is not None and len(self.hooks.names) == 1 \
+                and model is self.model:
+            split = split_or_none(self.model, self.hooks.names[0])
+            if split is not None:
+                try:
+                    m, live = split.head(images)
+                except SplitError:
+                    return model(images)
+                self._shared = (split, m, live)
+                return split.tail(m, live)
+        return model(images)
 
     @property
     def noisy(self) -> bool:
@@ -170,7 +192,11 @@ class DoctorLoss:
                 # copies (mean and biased variance ignore replication), so only stochastic
                 # layers before the conv (dropout, stochastic depth) change: their one mask
                 # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
-                tail = noisy_forward(self.model, name, images, j, self.noise_delta)
+                if self._shared is not None and self._shared[0].layer == name:
+                    split, m, live = self._shared
+                    tail = split.noisy_tail(m, live, j, self.noise_delta)
+                else:
+                    tail = noisy_forward(self.model, name, images, j, self.noise_delta)
                 if tail is not None:
                     noisy_logits, z = tail
                     out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
@@ -233,6 +259,7 @@ class DoctorLoss:
             terms["spatial"] = l_sp.item()
             terms["annotated"] = float(annotated.float().mean())
         self.hooks.clear()
+        self._shared = None
         return total, terms
 
     def remove(self) -> None:

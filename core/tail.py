@@ -136,6 +136,13 @@ class TailSplit:
         """
         with torch.set_grad_enabled(head_grad and torch.is_grad_enabled()):
             m, live = self.head(images)
+        return self.noisy_tail(m, live, draws, delta, noise)
+
+    def noisy_tail(self, m: torch.Tensor, live: tuple[torch.Tensor, ...], draws: int,
+                   delta: float, noise: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`noisy_forward` from a head output ``(m, live)`` already computed (the
+        training forward can share it with the noisy draws)."""
         shape = (draws * m.shape[0], *m.shape[1:])
         if noise is None and delta > 0:   # σ + m by broadcasting: no J-fold copy of m
             noise = torch.empty(shape, dtype=m.dtype, device=m.device).uniform_(-delta, delta)

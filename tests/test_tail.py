@@ -251,3 +251,35 @@ def test_cache_is_per_mode_and_weak():
     del model, split
     gc.collect()
     assert ref() is None       # the cache does not keep the model alive
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "resnet34"])
+def test_doctor_forward_shares_the_head_with_the_noisy_draws(name):
+    """The training forward through DoctorLoss.forward (head + tail, head reused by the J
+    noisy copies) gives the same logits, loss terms and weight gradients as a plain forward
+    followed by a separate noisy pass."""
+    torch.manual_seed(0)
+    net = load_model(name, 1, 4, image_size=32).eval()
+    stats = ChannelStatistics.for_model(net, [0], 4)
+    stats.sums[next(iter(stats.sums))] = torch.rand(4, stats.layers[next(iter(stats.layers))],
+                                                    dtype=torch.float64)
+    stats.counts[:] = 1
+    doctor = DoctorLoss(net, stats, [0], [0], alpha=1.0, beta=0.0, noise_draws=3,
+                        noise_delta=0.1)
+    x, y = torch.randn(2, 1, 32, 32), torch.tensor([0, 3])
+    results = []
+    for shared in (True, False):
+        net.zero_grad()
+        logits = doctor.forward(net, x) if shared else net(x)
+        assert (doctor._shared is not None) == shared
+        torch.manual_seed(5)
+        total, terms = doctor((x, y), x, y, logits)
+        (F.cross_entropy(logits, y) + total).backward()
+        results.append((logits.detach(), terms["channel"],
+                        [p.grad.clone() for p in net.parameters()]))
+    (l1, c1, g1), (l2, c2, g2) = results
+    torch.testing.assert_close(l1, l2, rtol=1e-5, atol=1e-6)
+    assert c1 == pytest.approx(c2, rel=1e-5)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    doctor.remove()
