@@ -8,12 +8,11 @@ loaded it), evaluates it as epoch 0, then fine-tunes with the loop of ``train.py
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import loaders
 from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
-from pathlib import Path
-
 from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
                    make_loaders, resolve_data_args, wrap_model)
 from utils import get_device, load_weights, set_seed
