@@ -22,7 +22,8 @@ device_index=${device_index:-}        # empty: --device auto
 nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
 nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
 model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
-data_path=${data_path:-data/${data_name}}               # holds train/ and test/
+data_dir=${data_dir:-data/${data_name}}
+data_path=${data_path:-${data_dir}}               # holds train/ and test/
 image_path=${image_path:-${result_path}/${exp_name}/sift/${mode}}
 
 launch core/image_sift.py \

@@ -50,7 +50,7 @@ noise_draws=$noise_draws noise_delta=$noise_delta \
   extra_args="$common --allow_empty_classes --batch_size 128" bash scripts/grad_calculate.sh
 
 step "4b/9 per-image diagnosis of the test set (overlays, Fig. 2b)"
-data_path=$data_dir mask_dir=$data_dir/masks/test extra_args=$common bash scripts/diagnose.sh
+mask_dir=$data_dir/masks/test extra_args=$common bash scripts/diagnose.sh
 
 step "5/9 sift low-confidence training images (annotation candidates)"
 mode=low num_images=$num_low extra_args=$common bash scripts/image_sift.sh
