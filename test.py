@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 import loaders
-from train import build_model, evaluate, resolve_data_args
-from utils.cli import add_model_data_args
-from utils import add_device_args, atomic_write_text, get_device, load_weights
+from train import evaluate
+from utils import add_device_args, atomic_write_text, get_device
+from utils.cli import add_model_data_args, load_trained_model
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -44,12 +44,10 @@ def format_report(result: dict) -> str:
 
 def main(args: argparse.Namespace) -> dict:
     device = get_device(args.device, args.device_index)
-    spec, _ = resolve_data_args(args)
-    model = build_model(args, spec)
-    load_weights(model, args.model_path, args.model_name)
-    model.to(device)
+    spec = loaders.get_spec(args.data_name)
     dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
-                                    args.in_channels, train_transform=False)
+                                    args.in_channels or spec.in_channels, train_transform=False)
+    model = load_trained_model(args, dataset.classes, device)
     loader = loaders.make_loader(dataset, args.batch_size or spec.batch_size, False,
                                  args.workers, device)
     meter = evaluate(model, loader, device, args.num_classes, not args.no_progress)
