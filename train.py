@@ -200,6 +200,7 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
     info = info or DistInfo()
     is_main = info.is_main
     sampler = getattr(train_loader, "sampler", None)
+    batch_sampler = getattr(train_loader, "batch_sampler", None)
     model_dir = Path(args.model_dir)
     recorder = RunRecorder(args.log_dir or model_dir, args, enabled=is_main)
     progress = is_main and not args.no_progress
@@ -238,11 +239,15 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
         set_seed(args.seed * 100003 + epoch)
         if train_loader.generator is not None:  # shuffling and worker seeds
             train_loader.generator.manual_seed(args.seed * 100003 + epoch)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        for s in {id(x): x for x in (sampler, batch_sampler)}.values():
+            if hasattr(s, "set_epoch"):   # distributed shuffling, replayed annotations
+                s.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
+        start_epoch_hook = getattr(extra_loss, "start_epoch", None)  # DoctorLoss: refresh state
+        before = start_epoch_hook(epoch) if start_epoch_hook is not None else {}
         stats = train_one_epoch(model, train_loader, optimizer, device, epoch,
                                 args.num_classes, extra_loss, progress, info, amp, scaler)
+        stats.update(before)
         scheduler.step()
         meter = evaluate(model, test_loader, device, args.num_classes, progress, info=info,
                          amp=amp)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 import loaders
+from loaders.replay import with_replay
 from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
 from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
@@ -47,6 +50,19 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="all (paper: every channel of the second class) or mask (released)")
     p.add_argument("--noise_draws", type=int, default=1, help="J for the constraint gradients")
     p.add_argument("--noise_delta", type=float, default=0.0, help="δ for the constraint gradients")
+    p.add_argument("--gamma", type=float, default=0.0,
+                   help="weight of the background-kernel constraint (not in the paper): "
+                        "suppress, on every training image, the gradient on the kernels whose "
+                        "gradient on the annotated images falls mostly on the background")
+    p.add_argument("--kernel_layers", default="-1",
+                   help="comma-separated conv layers of the background-kernel constraint "
+                        "(-1 = the first conv; write --kernel_layers=-1,-2 for several)")
+    p.add_argument("--kernel_tau", type=float, default=0.5,
+                   help="a kernel is a background kernel when this share of its gradient on "
+                        "the annotated images lies on their background")
+    p.add_argument("--replay_annotated", type=int, default=0,
+                   help="append this many annotated images to every training batch (0: off, "
+                        "the paper; they are then in about 2 %% of batches at 20 per class)")
     p.add_argument("--init", default="pretrained", choices=("pretrained", "scratch"),
                    help="start from --ori_model_path (default) or from random weights (released bug)")
     p.set_defaults(num_epochs=20)
@@ -60,6 +76,16 @@ def split_layers(text: str) -> list[str]:
 def load_statistics(grad_dir: str) -> ChannelStatistics:
     path = Path(grad_dir)
     return ChannelStatistics.load(path / "channel_stats.npz" if path.is_dir() else path)
+
+
+def annotated_tensors(args) -> tuple:
+    """``(images, labels, masks)`` of the annotated training images with eval transforms,
+    stacked (the paper's budget is a few hundred images)."""
+    dataset = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
+                                    train_transform=False, mask_dir=args.mask_dir)
+    items = [dataset[i] for i, path in enumerate(dataset.mask_paths) if path is not None]
+    return (torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items]),
+            torch.stack([it[3] for it in items]))
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -77,22 +103,30 @@ def main(args: argparse.Namespace) -> dict:
     model.to(device)
     alpha = args.alpha / batch_size if args.alpha_released else args.alpha
     stats = load_statistics(args.grad_dir) if alpha > 0 else None
-    use_masks = args.beta > 0
+    use_masks = args.beta > 0 or args.gamma > 0
     if use_masks and not args.mask_dir:
-        raise ValueError("--beta > 0 needs --mask_dir (or set --beta 0)")
+        raise ValueError("--beta > 0 and --gamma > 0 need --mask_dir (or set them to 0)")
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
                                       mask_dir=args.mask_dir if use_masks else None)
     test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels)
     if use_masks and info.is_main:
         print(f"{train_set.num_annotated} of {len(train_set)} training images have masks")
     train_loader, test_loader = make_loaders(args, train_set, test_set, batch_size, device, info)
+    if args.replay_annotated:
+        if not use_masks:
+            raise ValueError("--replay_annotated needs masks: give --mask_dir and --beta or "
+                             "--gamma > 0")
+        train_loader = with_replay(train_loader, args.replay_annotated, args.seed, info.rank)
     # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
     # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
     doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
                         split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,
                         args.second_term, args.noise_draws, args.noise_delta, args.expand_px,
-                        args.num_classes)
+                        args.num_classes, gamma=args.gamma,
+                        kernel_layers=split_layers(args.kernel_layers),
+                        kernel_tau=args.kernel_tau,
+                        annotated=annotated_tensors(args) if args.gamma > 0 else None)
     ddp_model = wrap_model(model, args, device, info)
     optimizer, scheduler = build_optimizer(ddp_model, args)
     try:

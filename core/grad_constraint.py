@@ -111,6 +111,34 @@ def spatial_loss(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Te
     return a.reshape(-1, a.shape[-1]).mean()
 
 
+def background_share(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Per kernel, the share of gradient mass that falls on the annotated background.
+
+    ``share_k = Σ_b Σ_hw Bg_b ⊙ |g_bk| / Σ_b Σ_hw |g_bk|`` over the annotated images.
+
+    Args:
+        grads_true: ``[B, K, H, W]`` ``∂y_n/∂m`` of annotated images.
+        background: ``[B, 1, H0, W0]`` background weights (:func:`background_weights`),
+            resized to ``H × W`` by area averaging.
+    Returns:
+        ``[K]`` in [0, 1] (0 for a kernel without gradient).
+    """
+    h, w = grads_true.shape[-2:]
+    bg = F.interpolate(background.to(grads_true.dtype), size=(h, w), mode="area")
+    a = grads_true.abs()
+    total = a.sum(dim=(0, 2, 3))
+    return (a * bg).sum(dim=(0, 2, 3)) / total.clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def kernel_loss(grads_true: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """``(1/B) Σ_b Σ_k D_k Σ_hw |∂y_n/∂m_k|``: gradient on the kernels ``D`` (``[K]`` in
+    {0, 1}), for every image of the batch. ``grads_true``: ``[B, K, H, W]`` (or
+    ``[J, B, K, H, W]``). Returns a scalar."""
+    a = grads_true.abs().sum(dim=(-2, -1))                      # [..., B, K]
+    per_sample = (a * kernels.to(a.dtype)).sum(dim=-1)
+    return per_sample.reshape(-1, per_sample.shape[-1]).mean()
+
+
 class DoctorLoss:
     """``alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r`` as an ``extra_loss`` for ``train.fit``.
 
@@ -123,6 +151,12 @@ class DoctorLoss:
         noise_draws / noise_delta: J and δ; with noise, each constrained layer gets its own
             forward pass of J noisy copies (default J=1, δ=0 reuses the training forward).
         expand_px: mask expansion ``e`` at input resolution.
+        gamma / kernel_layers / kernel_tau / annotated: the background-kernel constraint
+            (not in the paper): at the start of every epoch the kernels whose gradient on
+            the ``annotated`` images ``(images, labels, masks)`` (eval transforms) falls
+            mostly on the background (share > ``kernel_tau``, :func:`background_share`)
+            are found, and ``gamma · kernel_loss`` suppresses the gradient on them for
+            every training image, annotated or not.
     """
 
     def __init__(self, model: nn.Module, stats: ChannelStatistics | None,
@@ -130,7 +164,9 @@ class DoctorLoss:
                  spatial_layers: Sequence[int | str] = (0,), alpha: float = 0.0,
                  beta: float = 0.0, grad_mode: str = "abs", second_term: str = "all",
                  noise_draws: int = 1, noise_delta: float = 0.0, expand_px: int = 0,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, *, gamma: float = 0.0,
+                 kernel_layers: Sequence[int | str] = (-1,), kernel_tau: float = 0.5,
+                 annotated: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         self.model = model
         self.alpha, self.beta = alpha, beta
         self.grad_mode, self.second_term = grad_mode, second_term
@@ -142,14 +178,64 @@ class DoctorLoss:
             if alpha > 0 else []
         self.spatial_layers = [n for n, _ in load_modules(model, list(spatial_layers))] \
             if beta > 0 else []
+        self.gamma, self.kernel_tau, self.annotated = gamma, kernel_tau, annotated
+        self.kernel_layers = [n for n, _ in load_modules(model, list(kernel_layers))] \
+            if gamma > 0 else []
+        if self.kernel_layers and annotated is None:
+            raise ValueError("gamma > 0 needs annotated images (--mask_dir)")
+        self.kernels: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
         if self.channel_layers:
             if stats is None:
                 raise ValueError("alpha > 0 needs channel statistics (--grad_dir)")
             stats.check_model(model, self.channel_layers, num_classes or stats.num_classes)
             self.masks = {n: stats.mask(n) for n in self.channel_layers}
-        layers = list(dict.fromkeys(self.channel_layers + self.spatial_layers))
+        layers = list(dict.fromkeys(self.channel_layers + self.spatial_layers +
+                                    self.kernel_layers))
         self.hooks = FeatureHooks(model, layers) if layers else None
+
+    @torch.enable_grad()
+    def find_kernels(self, chunk: int = 256) -> dict[str, torch.Tensor]:
+        """``{layer: [K] float in {0, 1}}``: the background kernels of each kernel layer, from
+        the annotated images with the model in eval mode (its mode is restored)."""
+        images, labels, masks = self.annotated
+        device = next(self.model.parameters()).device
+        num = {n: 0.0 for n in self.kernel_layers}
+        den = {n: 0.0 for n in self.kernel_layers}
+        was_training = self.model.training
+        self.model.eval()
+        self.hooks.enabled = False
+        try:
+            with FeatureHooks(self.model, self.kernel_layers) as hooks:
+                for i in range(0, len(images), chunk):
+                    x = images[i:i + chunk].to(device)
+                    y = labels[i:i + chunk].to(device)
+                    bg = background_weights(masks[i:i + chunk].to(device),
+                                            torch.ones(len(x), dtype=torch.bool, device=device),
+                                            self.expand_px)
+                    logits = self.model(x)
+                    feats = [hooks.features[n] for n in self.kernel_layers]
+                    grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), feats)
+                    for n, g in zip(self.kernel_layers, grads):
+                        a = g.detach().abs()
+                        share = background_share(a, bg)
+                        mass = a.sum(dim=(0, 2, 3))
+                        num[n] = num[n] + share * mass     # accumulate Σ Bg|g| and Σ |g|
+                        den[n] = den[n] + mass
+        finally:
+            self.hooks.enabled = True
+            self.model.train(was_training)
+        self.kernels = {n: (num[n] / den[n].clamp_min(1e-30) > self.kernel_tau).float()
+                        for n in self.kernel_layers}
+        return self.kernels
+
+    def start_epoch(self, epoch: int) -> dict:
+        """Called by ``train.fit`` before each epoch: re-find the background kernels (the
+        network may have moved the shortcut to other kernels). Returns numbers to log."""
+        if not self.kernel_layers:
+            return {}
+        kernels = self.find_kernels()
+        return {f"kernels/{n}": int(k.sum()) for n, k in kernels.items()}
 
     def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The training forward (``train.train_one_epoch`` calls it instead of ``model``).
@@ -248,6 +334,13 @@ class DoctorLoss:
                        for n in self.channel_layers)
             total = total + self.alpha * l_ch
             terms["channel"] = l_ch.item()
+        if self.kernel_layers:
+            if not self.kernels:
+                self.find_kernels()
+            l_k = sum(kernel_loss(grads[n][0], self.kernels[n].to(logits.device))
+                      for n in self.kernel_layers)
+            total = total + self.gamma * l_k
+            terms["kernel"] = l_k.item()
         if self.spatial_layers:
             if len(batch) < 5:
                 raise ValueError("beta > 0 needs masks: give --mask_dir")

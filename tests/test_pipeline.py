@@ -95,3 +95,21 @@ def test_treatment_refuses_bad_inputs(pipeline, tmp_path):
         train_model_doctor.main(parse(base + ori + ["--beta", "1"]))
     with pytest.raises(ValueError, match="no statistics for layer"):
         train_model_doctor.main(parse(base + ori + ["--beta", "0", "--channel_layers", "3"]))
+
+
+def test_treatment_with_background_kernels_and_replay(pipeline, tmp_path):
+    data, out = pipeline
+    res = tmp_path / "doctor"
+    train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
+        COMMON + ["--data_dir", str(data), "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                  "--res_model_path", str(res), "--mask_dir", str(out / "masks"),
+                  "--alpha", "0", "--beta", "0", "--gamma", "0.5", "--kernel_layers=-1,-2",
+                  "--replay_annotated", "2", "--num_epochs", "1", "--batch_size", "10"]))
+    line = [json.loads(l) for l in (res / "epochs.jsonl").read_text().splitlines()][-1]
+    assert line["train/kernel"] > 0
+    assert {k for k in line if k.startswith("kernels/")} == {"kernels/0.0", "kernels/1.0"}
+    with pytest.raises(ValueError, match="--replay_annotated needs masks"):
+        train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
+            COMMON + ["--data_dir", str(data), "--res_model_path", str(tmp_path / "r2"),
+                      "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                      "--alpha", "0", "--beta", "0", "--replay_annotated", "2"]))
