@@ -16,6 +16,7 @@ import loaders
 from loaders.replay import with_replay
 from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
+from core.right_reasons import RightReasonsLoss
 from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
                    make_loaders, resolve_data_args, wrap_model)
 from utils import get_device, load_weights, set_seed
@@ -60,6 +61,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--kernel_tau", type=float, default=0.5,
                    help="a kernel is a background kernel when this share of its gradient on "
                         "the annotated images lies on their background")
+    p.add_argument("--rrr_lambda", type=float, default=0.0,
+                   help="baseline instead of Model Doctor: Ross et al.'s input-gradient "
+                        "penalty with this weight on the masked images (alpha, beta, gamma 0)")
     p.add_argument("--replay_annotated", type=int, default=0,
                    help="append this many annotated images to every training batch (0: off, "
                         "the paper; they are then in about 2 %% of batches at 20 per class)")
@@ -103,7 +107,10 @@ def main(args: argparse.Namespace) -> dict:
     model.to(device)
     alpha = args.alpha / batch_size if args.alpha_released else args.alpha
     stats = load_statistics(args.grad_dir) if alpha > 0 else None
-    use_masks = args.beta > 0 or args.gamma > 0
+    if args.rrr_lambda > 0 and (alpha > 0 or args.beta > 0 or args.gamma > 0):
+        raise ValueError("--rrr_lambda is a baseline on its own: set --alpha, --beta and "
+                         "--gamma to 0")
+    use_masks = args.beta > 0 or args.gamma > 0 or args.rrr_lambda > 0
     if use_masks and not args.mask_dir:
         raise ValueError("--beta > 0 and --gamma > 0 need --mask_dir (or set them to 0)")
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
@@ -115,18 +122,21 @@ def main(args: argparse.Namespace) -> dict:
     if args.replay_annotated:
         if not use_masks:
             raise ValueError("--replay_annotated needs masks: give --mask_dir and --beta or "
-                             "--gamma > 0")
+                             "--gamma or --rrr_lambda > 0")
         train_loader = with_replay(train_loader, args.replay_annotated, args.seed, info.rank)
     # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
     # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
-    doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
-                        split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,
-                        args.second_term, args.noise_draws, args.noise_delta, args.expand_px,
-                        args.num_classes, gamma=args.gamma,
-                        kernel_layers=split_layers(args.kernel_layers),
-                        kernel_tau=args.kernel_tau,
-                        annotated=annotated_tensors(args) if args.gamma > 0 else None)
+    if args.rrr_lambda > 0:
+        doctor = RightReasonsLoss(args.rrr_lambda)
+    else:
+        doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
+                            split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,
+                            args.second_term, args.noise_draws, args.noise_delta,
+                            args.expand_px, args.num_classes, gamma=args.gamma,
+                            kernel_layers=split_layers(args.kernel_layers),
+                            kernel_tau=args.kernel_tau,
+                            annotated=annotated_tensors(args) if args.gamma > 0 else None)
     ddp_model = wrap_model(model, args, device, info)
     optimizer, scheduler = build_optimizer(ddp_model, args)
     try:

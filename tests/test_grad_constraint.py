@@ -287,3 +287,24 @@ def test_kernel_term_trains_only_the_background_kernel():
 def test_kernel_term_needs_annotations():
     with pytest.raises(ValueError, match="annotated"):
         DoctorLoss(make_toy(), None, spatial_layers=(), gamma=1.0, kernel_layers=("conv",))
+
+
+def test_right_reasons_loss_by_hand_and_trains_weights():
+    from core.right_reasons import RightReasonsLoss, right_reasons_loss
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 1, 2, 2, requires_grad=True)
+    logits = lin(x.flatten(1))
+    bg = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]).view(2, 1, 2, 2)
+    loss = right_reasons_loss(logits, x, bg)
+    # ∂/∂x Σ_k log p_k = W^T (1 - C·p) for a linear model
+    p = torch.softmax(logits.detach(), 1)
+    gx = (1 - 3 * p) @ lin.weight.detach()                          # [B, 4]
+    expect = ((bg.view(2, 4) * gx) ** 2).sum(1).mean()
+    torch.testing.assert_close(loss, expect)
+    assert torch.autograd.grad(loss, lin.weight)[0].abs().sum() > 0
+    rrr = RightReasonsLoss(2.0)
+    out = rrr.forward(lambda z: lin(z.flatten(1)), x.detach().clone())
+    fg = 1 - bg
+    total, terms = rrr((None, None, None, fg, torch.tensor([True, False])), x, None, out)
+    torch.testing.assert_close(total, 2.0 * expect)     # image 1 unannotated: 0
