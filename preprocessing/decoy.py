@@ -13,6 +13,8 @@ Two kinds:
   the *background* at intensity ``strength`` (the brighter of image and texture is kept, so
   the object is untouched). Spatially extended, it survives crops and flips, and a CNN takes
   it: this is the shortcut benchmark's decoy.
+- ``none``: the images unchanged (with the same splits and masks): the decoy-free twin of a
+  decoy dataset, to train the clean reference model on the same images.
 
 ``OUT/masks/<split>/<class>/<stem>.png`` holds the object mask: pixels of the original image
 above a quarter of its maximum are 255, background and the decoy are 0. With
@@ -37,7 +39,7 @@ from preprocessing.common import (SPLITS, Sample, Summary, read_classes,
 
 MASK_THRESHOLD = 0.25  # object = original pixels above this fraction of the image maximum
 SHADE_STEP = 25
-KINDS = ("shade", "texture")
+KINDS = ("shade", "texture", "none")
 TEXTURE_STRENGTH = 60
 NUM_TEXTURES = 10
 
@@ -77,6 +79,8 @@ def add_decoy(image: np.ndarray, label: int, split: str, num_classes: int,
         raise ValueError(f"decoy kind must be one of {KINDS}, got {kind!r}")
     h, w = image.shape
     mask = object_mask(image)
+    if kind == "none":
+        return image.copy(), mask
     if kind == "texture":
         code = label if split == "train" else int(rng.integers(num_classes))
         paint = texture(code, h, w) * np.uint8(strength)
