@@ -41,6 +41,7 @@ import loaders  # noqa: E402
 from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, rectify  # noqa: E402
+from core.grad_constraint import background_weights  # noqa: E402
 from core.visualize import (diagnosis_figures, overlay_figure, overlay_panel,  # noqa: E402
                             score_gradients)
 from utils import RunRecorder, add_device_args, atomic_write_text, get_device  # noqa: E402
@@ -149,6 +150,30 @@ def diagnose(model: torch.nn.Module, loader, layer_name: str, mask: torch.Tensor
     result = {k: torch.cat(v).numpy() for k, v in out.items() if k != "files"}
     result["files"] = out["files"]
     return result
+
+
+@torch.no_grad()
+def class_background_shares(model: torch.nn.Module, loader, layer_name: str, num_classes: int,
+                            device: torch.device, grad_mode: str = "abs") -> np.ndarray:
+    """Per class, the mean ``background_share`` of its annotated images: how much of the
+    class score's gradient at ``layer_name`` lies on the background. A shortcut in the
+    background shows as a large share. ``loader`` yields ``(image, label, rel, mask,
+    annotated)``; the model is put in eval mode. Returns ``[num_classes]`` (NaN: no image).
+    """
+    model.eval()
+    sums, counts = np.zeros(num_classes), np.zeros(num_classes)
+    for batch in loader:
+        images = batch[0].to(device, non_blocking=True)
+        labels = batch[1].to(device, non_blocking=True)
+        annotated = torch.as_tensor(batch[4], device=device).bool()
+        grad, _ = score_gradients(model, images, labels, layer_name)
+        background = background_weights(batch[3].to(device), annotated)
+        share = background_share(rectify(grad, grad_mode).sum(dim=1), background)
+        keep = annotated & share.isfinite()
+        np.add.at(sums, labels[keep].cpu().numpy(), share[keep].cpu().numpy())
+        np.add.at(counts, labels[keep].cpu().numpy(), 1)
+    with np.errstate(invalid="ignore"):
+        return sums / counts
 
 
 def rank_order(off: np.ndarray) -> np.ndarray:

@@ -38,12 +38,17 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 
+import loaders  # noqa: E402
 import test as test_script  # noqa: E402
 import train  # noqa: E402
 import train_model_doctor  # noqa: E402
 from core import grad_calculate, image_sift  # noqa: E402
+from core.diagnose import class_background_shares  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
+from models import load_model, load_modules  # noqa: E402
+from utils import load_weights  # noqa: E402
 from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
@@ -188,10 +193,30 @@ class Benchmark:
             "--result_path", str(out)])
         return result["top1"]
 
+    def diagnose(self, model_path: Path) -> list[float]:
+        """Per class, the share of the class score's gradient at the first conv that lies on
+        the background of the held-out ``val`` images (the diagnosis of the shortcut)."""
+        out = model_path.parent / "bench_background_share.json"
+        if out.is_file():
+            return json.loads(out.read_text())
+        name = data_name(self.args)
+        data = loaders.build_dataset(name, self.decoy_dir, "val", train_transform=False,
+                                     mask_dir=self.decoy_dir / "masks" / "val")
+        model = load_model(self.args.model_name, data[0][0].shape[0], len(data.classes),
+                           data[0][0].shape[-1])
+        load_weights(model, model_path, self.args.model_name)
+        loader = loaders.make_loader(data, 256, False)
+        layer = load_modules(model, [-1])[0][0]
+        shares = class_background_shares(model, loader, layer, len(data.classes),
+                                         torch.device("cpu")).tolist()
+        atomic_write_text(out, json.dumps(shares) + "\n")
+        return shares
+
     def scores(self, model: Path) -> dict:
         return {"val": self.evaluate(model, self.decoy_dir, "val"),
                 "test": self.evaluate(model, self.decoy_dir, "test"),
-                "clean_test": self.evaluate(model, self.clean_dir, "test")}
+                "clean_test": self.evaluate(model, self.clean_dir, "test"),
+                "background_share": self.diagnose(model)}
 
     def variant_args(self, name: str, masks: Path, grads: Path, gamma: float,
                      lam: float) -> list[str]:
@@ -289,16 +314,37 @@ class Benchmark:
                   + f" (chosen {result['chosen'].get('kernels', 'n/a')}); RRR lambda "
                   + ", ".join(f"{k}: {100 * v:.1f}" for k, v in result["search"]["rrr_all"].items())
                   + f" (chosen {result['chosen'].get('rrr_all', 'n/a')})."]
+        shares = {k: [statistics.mean(r["background_share"][c] for r in rows[k])
+                      for c in range(len(rows[k][0]["background_share"]))]
+                  for k in ("clean", "untreated", "control", "kernels")}
+        lines += ["", "Diagnosis: share (%) of the class score's gradient at the first conv that "
+                      "lies on the background of the held-out val images, per class "
+                      "(mean over seeds):", "",
+                  "| model | " + " | ".join(str(c) for c in range(len(shares["clean"])))
+                  + " | mean |", "|---|" + "---|" * (len(shares["clean"]) + 1)]
+        for k, v in shares.items():
+            lines.append(f"| {LABELS[k]} | " + " | ".join(f"{100 * x:.0f}" for x in v)
+                         + f" | {100 * statistics.mean(v):.0f} |")
         text = "\n".join(lines) + "\n"
         atomic_write_text(out / "shortcut.md", text)
         atomic_write_text(out / "shortcut.json", json.dumps(result, indent=2) + "\n")
-        fig, ax = plt.subplots(figsize=(7, 3.2))
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 3.6))
         keys = ["clean", "untreated", *VARIANTS]
         means = [ms([r["test"] for r in rows[k]]) for k in keys]
         ax.barh([LABELS[k] for k in keys][::-1], [m for m, _ in means][::-1],
                 xerr=[s for _, s in means][::-1], color="tab:blue")
         ax.set_xlabel("random-decoy test top-1 (%)")
-        ax.set_title("Shortcut benchmark")
+        ax.set_title("Treatment: accuracy when the decoy is random")
+        width = 0.8 / len(shares)
+        for j, (k, v) in enumerate(shares.items()):
+            bx.bar([c + j * width for c in range(len(v))], [100 * x for x in v], width,
+                   label=LABELS[k])
+        bx.set_xticks([c + 0.4 - width / 2 for c in range(len(shares["clean"]))],
+                      [str(c) for c in range(len(shares["clean"]))])
+        bx.set_xlabel("class")
+        bx.set_ylabel("gradient on background (%)")
+        bx.set_title("Diagnosis: where the class score looks (first conv)")
+        bx.legend(fontsize=7)
         fig.tight_layout()
         save_figure(fig, out / "shortcut.png")
         plt.close(fig)
