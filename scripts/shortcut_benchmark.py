@@ -52,9 +52,10 @@ from utils import load_weights  # noqa: E402
 from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
-VARIANTS = ("control", "paper", "rrr_all", "kernels")
+VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels")
 LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
-          "paper": "Model Doctor +All (paper)", "rrr_all": "RRR, masks on all images",
+          "paper": "Model Doctor +All (paper)", "channel": "Model Doctor +Channel (paper)",
+          "space": "Model Doctor +Space (paper)", "rrr_all": "RRR, masks on all images",
           "kernels": "Background kernels (ours)", "clean": "Clean-trained reference"}
 
 
@@ -89,6 +90,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
     p.add_argument("--rrr_lambdas", default="0.1,1,10",
                    help="right-reasons weights searched on val (first seed)")
+    p.add_argument("--variants", default="control,paper,rrr_all,kernels",
+                   help=f"treatments to compare, from: {', '.join(VARIANTS)}")
+    p.add_argument("--table_name", default=None,
+                   help="results file name (default: shortcut, or gains without a decoy)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--no_verify", action="store_true",
                    help="skip the check of the plain dataset's counts against the official ones")
@@ -100,6 +105,10 @@ def quiet(fn, argv: list[str]):
     module = sys.modules[fn.__module__]
     with contextlib.redirect_stdout(io.StringIO()):
         return fn(module.get_args_parser().parse_args(argv))
+
+
+def search_dir(name: str, value: float) -> str:
+    return f"search/kernels_g{value:g}" if name == "kernels" else f"search/rrr_l{value:g}"
 
 
 def floats(text: str) -> list[float]:
@@ -119,6 +128,11 @@ class Benchmark:
         self.plain = root / args.base_data
         self.decoy_dir = root / f"shortcut_{args.base_data}_{tag}"
         self.clean_dir = root / f"shortcut_{args.base_data}_none_{args.train_per_class}"
+        self.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = sorted(set(self.variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
+        self.has_clean = args.decoy_kind != "none"   # without a decoy the two models coincide
         self.common = ["--model_name", args.model_name, "--data_name", data_name(args),
                        "--workers", str(args.workers), "--no_progress"]
 
@@ -218,59 +232,58 @@ class Benchmark:
                 "clean_test": self.evaluate(model, self.clean_dir, "test"),
                 "background_share": self.diagnose(model)}
 
-    def variant_args(self, name: str, masks: Path, grads: Path, gamma: float,
-                     lam: float) -> list[str]:
+    def variant_args(self, name: str, masks: Path, grads: Path, value: float | None) -> list[str]:
+        """Flags of a treatment variant; ``value`` is its searched weight (gamma, lambda)."""
         a = self.args
         zero = ["--alpha", "0", "--beta", "0"]
-        if name == "control":
-            return zero
-        if name == "paper":
-            return ["--alpha", str(a.alpha), "--beta", str(a.beta), "--grad_dir", str(grads),
-                    "--mask_dir", str(masks)]
-        if name == "rrr_all":
-            return zero + ["--rrr_lambda", str(lam),
-                           "--mask_dir", str(self.decoy_dir / "masks" / "train")]
-        return zero + ["--gamma", str(gamma), f"--kernel_layers={a.kernel_layers}",
-                       "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks)]
+        alpha, beta = ["--alpha", str(a.alpha), "--grad_dir", str(grads)], \
+            ["--beta", str(a.beta), "--mask_dir", str(masks)]
+        return {
+            "control": lambda: zero,
+            "channel": lambda: alpha + ["--beta", "0"],
+            "space": lambda: ["--alpha", "0"] + beta,
+            "paper": lambda: alpha + beta,
+            "rrr_all": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir",
+                                       str(self.decoy_dir / "masks" / "train")],
+            "kernels": lambda: zero + ["--gamma", f"{value:g}",
+                                       f"--kernel_layers={a.kernel_layers}",
+                                       "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks)],
+        }[name]()
 
     # -- the benchmark ------------------------------------------------------------------------
     def run(self) -> dict:
         a = self.args
         self.prepare()
         seeds = [int(s) for s in a.seeds.split(",")]
+        grids = {k: floats(text) for k, text in (("kernels", a.gammas), ("rrr_all", a.rrr_lambdas))
+                 if k in self.variants}
         rows: dict[str, list[dict]] = {}
-        search: dict[str, dict[float, float]] = {"kernels": {}, "rrr_all": {}}
-        chosen = {}
+        search: dict[str, dict[float, float]] = {k: {} for k in grids}
+        chosen: dict[str, float] = {}
         for i, seed in enumerate(seeds):
             t0 = time.time()
             run = self.out / f"seed{seed}"
-            clean = self.train(self.clean_dir, run / "clean", seed)
             model = self.train(self.decoy_dir, run / "decoy", seed)
+            if self.has_clean:
+                rows.setdefault("clean", []).append(
+                    self.scores(self.train(self.clean_dir, run / "clean", seed)))
             masks = self.annotate(run, model)
             grads = self.statistics(run, model)
-            rows.setdefault("clean", []).append(self.scores(clean))
             rows.setdefault("untreated", []).append(self.scores(model))
             if i == 0:   # hyperparameters on the val split of the first seed
-                for g in floats(a.gammas):
-                    m = self.treat(run, f"search/kernels_g{g:g}", model, seed,
-                                   self.variant_args("kernels", masks, grads, g, 0))
-                    search["kernels"][g] = self.evaluate(m, self.decoy_dir, "val")
-                for lam in floats(a.rrr_lambdas):
-                    m = self.treat(run, f"search/rrr_l{lam:g}", model, seed,
-                                   self.variant_args("rrr_all", masks, grads, 0, lam))
-                    search["rrr_all"][lam] = self.evaluate(m, self.decoy_dir, "val")
-                chosen = {k: max(v, key=v.get) for k, v in search.items()}
-                print(f"chosen on val: gamma {chosen['kernels']:g}, "
-                      f"rrr lambda {chosen['rrr_all']:g}", flush=True)
-            for name in VARIANTS:
+                for name, grid in grids.items():
+                    for value in grid:
+                        m = self.treat(run, search_dir(name, value), model, seed,
+                                       self.variant_args(name, masks, grads, value))
+                        search[name][value] = self.evaluate(m, self.decoy_dir, "val")
+                    chosen[name] = max(search[name], key=search[name].get)
+                    print(f"{name}: chosen {chosen[name]:g} on val", flush=True)
+            for name in self.variants:
                 if i == 0 and name in chosen:   # the search already ran it
-                    sub = f"search/kernels_g{chosen[name]:g}" if name == "kernels" \
-                        else f"search/rrr_l{chosen[name]:g}"
-                    m = run / sub / "last.pth"
+                    m = run / search_dir(name, chosen[name]) / "last.pth"
                 else:
                     m = self.treat(run, name, model, seed, self.variant_args(
-                        name, masks, grads, chosen.get("kernels", 1.0),
-                        chosen.get("rrr_all", 1.0)))
+                        name, masks, grads, chosen.get(name)))
                 rows.setdefault(name, []).append(self.scores(m))
             print(f"seed {seed} done in {time.time() - t0:.0f} s", flush=True)
         result = {"args": vars(a), "rows": rows,
@@ -282,73 +295,79 @@ class Benchmark:
     def write(self, result: dict) -> None:
         a, rows = self.args, result["rows"]
         out = Path(a.results_dir)
-        out.mkdir(parents=True, exist_ok=True)
-
-        def ms(values):
-            values = [100 * v for v in values]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            return statistics.mean(values), sd
-
-        base = ms([r["test"] for r in rows["untreated"]])[0]
-        ref = ms([r["test"] for r in rows["clean"]])[0]
-        gap = ref - base
+        keys = [k for k in ("clean", "untreated", *VARIANTS) if k in rows]
+        test = "random-decoy test" if self.has_clean else "test"
+        stats = {k: {m: mean_std([r[m] for r in rows[k]]) for m in ("test", "val", "clean_test")}
+                 for k in keys}
+        base = stats["untreated"]["test"][0]
+        gap = stats["clean"]["test"][0] - base if self.has_clean else None
         lines = [
-            f"Shortcut benchmark: `{a.model_name}` on {a.base_data} "
-            f"({a.train_per_class} training images per class), decoy `{a.decoy_kind}` "
-            f"(strength {a.decoy_strength}); {len(rows['untreated'])} seeds "
-            f"({a.seeds}), mean ± std; training {a.train_epochs} epochs, every fine-tune "
-            f"{a.doctor_epochs} epochs (SGD lr {a.lr}, cosine, batch {a.batch_size}); "
-            f"{a.budget} annotated images per class from `sift low`.", "",
-            "| model | random-decoy test top-1 | share of the gap recovered | val top-1 "
-            "| decoy-free test top-1 |", "|---|---|---|---|---|"]
-        for key in ("clean", "untreated", *VARIANTS):
-            t, v, c = (ms([r[k] for r in rows[key]]) for k in ("test", "val", "clean_test"))
-            rec = "" if key in ("clean", "untreated") or gap <= 0 else \
-                f"{100 * (t[0] - base) / gap:.0f} %"
-            lines.append(f"| {LABELS[key]} | {t[0]:.1f} ± {t[1]:.1f} | {rec} | "
+            f"`{a.model_name}` on {a.base_data} ({a.train_per_class} training images per "
+            f"class), decoy `{a.decoy_kind}`"
+            + (f" (strength {a.decoy_strength})" if self.has_clean else "")
+            + f"; {len(rows['untreated'])} seeds ({a.seeds}), mean ± std; training "
+            f"{a.train_epochs} epochs, every fine-tune {a.doctor_epochs} epochs (SGD lr {a.lr}, "
+            f"cosine, batch {a.batch_size}); {a.budget} annotated images per class from "
+            f"`sift low`; paper weights alpha {a.alpha:.3f}, beta {a.beta:g}.", "",
+            f"| model | {test} top-1 | vs control | share of the gap recovered | val top-1 "
+            "| decoy-free test top-1 |", "|---|---|---|---|---|---|"]
+        control = stats["control"]["test"][0] if "control" in stats else None
+        for k in keys:
+            t, v, c = stats[k]["test"], stats[k]["val"], stats[k]["clean_test"]
+            treated = k not in ("clean", "untreated")
+            vs = f"{t[0] - control:+.1f}" if treated and control is not None else ""
+            rec = f"{100 * (t[0] - base) / gap:.0f} %" if treated and gap else ""
+            label = "Untreated model" if k == "untreated" and not self.has_clean else LABELS[k]
+            lines.append(f"| {label} | {t[0]:.1f} ± {t[1]:.1f} | {vs} | {rec} | "
                          f"{v[0]:.1f} ± {v[1]:.1f} | {c[0]:.1f} ± {c[1]:.1f} |")
-        lines += ["", f"Gap: the clean-trained reference minus the untreated decoy model on the "
-                      f"random-decoy test set, {gap:.1f} points.",
-                  "Searched on the val split of the first seed (top-1 %): gamma "
-                  + ", ".join(f"{k}: {100 * v:.1f}" for k, v in result["search"]["kernels"].items())
-                  + f" (chosen {result['chosen'].get('kernels', 'n/a')}); RRR lambda "
-                  + ", ".join(f"{k}: {100 * v:.1f}" for k, v in result["search"]["rrr_all"].items())
-                  + f" (chosen {result['chosen'].get('rrr_all', 'n/a')})."]
+        if gap is not None:
+            lines += ["", f"Gap: the clean-trained reference minus the untreated decoy model on "
+                          f"the random-decoy test set, {gap:.1f} points."]
+        for name, label in (("kernels", "gamma"), ("rrr_all", "RRR lambda")):
+            if result["search"].get(name):
+                lines.append(f"Searched on the val split of the first seed: {label} "
+                             + ", ".join(f"{h}: {100 * v:.1f} %"
+                                         for h, v in result["search"][name].items())
+                             + f" (chosen {result['chosen'][name]:g}).")
+        classes = range(len(rows["untreated"][0]["background_share"]))
         shares = {k: [statistics.mean(r["background_share"][c] for r in rows[k])
-                      for c in range(len(rows[k][0]["background_share"]))]
-                  for k in ("clean", "untreated", "control", "kernels")}
+                      for c in classes] for k in keys}
         lines += ["", "Diagnosis: share (%) of the class score's gradient at the first conv that "
                       "lies on the background of the held-out val images, per class "
                       "(mean over seeds):", "",
-                  "| model | " + " | ".join(str(c) for c in range(len(shares["clean"])))
-                  + " | mean |", "|---|" + "---|" * (len(shares["clean"]) + 1)]
+                  "| model | " + " | ".join(str(c) for c in classes) + " | mean |",
+                  "|---|" + "---|" * (len(classes) + 1)]
         for k, v in shares.items():
             lines.append(f"| {LABELS[k]} | " + " | ".join(f"{100 * x:.0f}" for x in v)
                          + f" | {100 * statistics.mean(v):.0f} |")
         text = "\n".join(lines) + "\n"
-        atomic_write_text(out / "shortcut.md", text)
-        atomic_write_text(out / "shortcut.json", json.dumps(result, indent=2) + "\n")
+        name = a.table_name or ("shortcut" if self.has_clean else "gains")
+        atomic_write_text(out / f"{name}.md", text)
+        atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 3.6))
-        keys = ["clean", "untreated", *VARIANTS]
-        means = [ms([r["test"] for r in rows[k]]) for k in keys]
-        ax.barh([LABELS[k] for k in keys][::-1], [m for m, _ in means][::-1],
-                xerr=[s for _, s in means][::-1], color="tab:blue")
-        ax.set_xlabel("random-decoy test top-1 (%)")
-        ax.set_title("Treatment: accuracy when the decoy is random")
+        ax.barh([LABELS[k] for k in keys][::-1], [stats[k]["test"][0] for k in keys][::-1],
+                xerr=[stats[k]["test"][1] for k in keys][::-1], color="tab:blue")
+        ax.set_xlabel(f"{test} top-1 (%)")
+        ax.set_title("Treatment")
         width = 0.8 / len(shares)
         for j, (k, v) in enumerate(shares.items()):
-            bx.bar([c + j * width for c in range(len(v))], [100 * x for x in v], width,
+            bx.bar([c + j * width for c in classes], [100 * x for x in v], width,
                    label=LABELS[k])
-        bx.set_xticks([c + 0.4 - width / 2 for c in range(len(shares["clean"]))],
-                      [str(c) for c in range(len(shares["clean"]))])
+        bx.set_xticks([c + 0.4 - width / 2 for c in classes], [str(c) for c in classes])
         bx.set_xlabel("class")
         bx.set_ylabel("gradient on background (%)")
         bx.set_title("Diagnosis: where the class score looks (first conv)")
         bx.legend(fontsize=7)
         fig.tight_layout()
-        save_figure(fig, out / "shortcut.png")
+        save_figure(fig, out / f"{name}.png")
         plt.close(fig)
         print(text)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation in percent (0 for one value)."""
+    values = [100 * v for v in values]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -38,6 +38,8 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     result = shortcut_benchmark.main(args)
     rows = result["rows"]
     assert set(rows) == {"clean", "untreated", "control", "paper", "rrr_all", "kernels"}
+    assert set(rows["kernels"][0]) == {"val", "test", "clean_test", "background_share"}
+    assert len(rows["kernels"][0]["background_share"]) == 10
     assert all(len(v) == 2 for v in rows.values())
     assert set(result["search"]["kernels"]) == {"0.5", "1"}
     assert result["chosen"]["kernels"] in (0.5, 1.0)
@@ -54,3 +56,21 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     assert again["rows"] == rows
     assert (tmp_path / "out" / "seed1" / "kernels" / "result.json").stat().st_mtime == mtime
     assert json.loads((tmp_path / "results" / "shortcut.json").read_text())["rows"] == rows
+
+
+def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
+    write_idx(tmp_path / "raw", per_class=8)
+    args = shortcut_benchmark.get_args_parser().parse_args([
+        "--base_data", "mnist", "--source", str(tmp_path / "raw"), "--no_verify",
+        "--data_root", str(tmp_path / "data"), "--out_dir", str(tmp_path / "out"),
+        "--results_dir", str(tmp_path / "results"), "--decoy_kind", "none",
+        "--train_per_class", "6", "--val_per_class", "1", "--seeds", "0",
+        "--train_epochs", "1", "--doctor_epochs", "1", "--budget", "2", "--num_high", "2",
+        "--batch_size", "16", "--variants", "control,channel,space,paper"])
+    result = shortcut_benchmark.main(args)
+    assert set(result["rows"]) == {"untreated", "control", "channel", "space", "paper"}
+    assert result["search"] == {} and result["chosen"] == {}
+    text = (tmp_path / "results" / "gains.md").read_text()
+    assert "+Channel" in text and "| test top-1 |" in text and "Gap:" not in text
+    assert "| Untreated model |" in text
+    assert not (tmp_path / "out" / "seed0" / "clean").exists()
