@@ -1,8 +1,10 @@
 """Image-folder datasets in the released layout ``ROOT/<split>/<class>/<file>``.
 
 Label order comes from ``classes.txt`` (one class folder name per line, in label order),
-looked up in the class root and then its parent; without it, sorted folder names are used.
-A corrupt image is an error that names the file (we do not silently skip: a skipped image
+looked up in the class root and then its parent; without it, the sorted class folder names
+of ``fallback`` (the dataset's train split, see :func:`loaders.build_dataset`) or of the class
+root itself. Every split of a dataset therefore gets the same label order, and a class folder
+that is not in that order is an error. A corrupt image is an error that names the file (we do not silently skip: a skipped image
 would change the data a published number was computed on).
 """
 from __future__ import annotations
@@ -20,17 +22,29 @@ from torchvision import tv_tensors
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def read_classes(class_root: str | os.PathLike) -> list[str]:
-    """Class names in label order for a folder of class folders."""
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """Sorted names of the sub-folders of ``root`` (hidden folders skipped)."""
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_classes(class_root: str | os.PathLike,
+                 fallback: str | os.PathLike | None = None) -> list[str]:
+    """Class names in label order for a folder of class folders.
+
+    ``classes.txt`` in ``class_root``, then in its parent; else the sorted class folders of
+    ``fallback`` (e.g. the train split, so that a test split with a class folder missing
+    keeps the train split's labels) or, without one, of ``class_root``.
+    """
     class_root = Path(class_root)
     for candidate in (class_root / "classes.txt", class_root.parent / "classes.txt"):
         if candidate.is_file():
             names = [l.strip() for l in candidate.read_text().splitlines() if l.strip()]
             if names:
                 return names
-    names = sorted(p.name for p in class_root.iterdir() if p.is_dir())
+    source = Path(fallback) if fallback is not None else class_root
+    names = class_folders(source)
     if not names:
-        raise FileNotFoundError(f"no class folders (and no classes.txt) in {class_root}")
+        raise FileNotFoundError(f"no class folders (and no classes.txt) in {source}")
     return names
 
 
@@ -51,8 +65,11 @@ class ImageFolderDataset(Dataset):
         transform: applied to the decoded PIL image.
         in_channels: 1 decodes grayscale, 3 decodes RGB.
         classes: label order; default :func:`read_classes`.
-        allow_empty: accept classes without images (sifted folders); otherwise an empty or
-            missing class folder is an error.
+        allow_empty: accept classes without images (sifted folders, test splits); otherwise
+            an empty or missing class folder is an error. ``empty_classes`` lists them.
+
+    A sub-folder of ``root`` that is not one of ``classes`` is an error: its images would
+    otherwise be dropped silently, or, with a class list of its own, get shifted labels.
     """
 
     def __init__(self, root: str | os.PathLike, transform: Callable | None = None,
@@ -64,13 +81,22 @@ class ImageFolderDataset(Dataset):
         self.classes = list(classes) if classes is not None else read_classes(self.root)
         self.transform = transform
         self.in_channels = in_channels
+        unknown = [name for name in class_folders(self.root) if name not in self.classes]
+        if unknown:
+            raise ValueError(f"{self.root} has folder(s) {unknown[:5]} that are not classes of "
+                             f"the dataset (label order: {self.classes[:10]}"
+                             f"{' ...' if len(self.classes) > 10 else ''}); add them to "
+                             f"classes.txt or remove them")
         self.samples: list[tuple[str, int]] = []
+        self.empty_classes: list[str] = []
         for label, name in enumerate(self.classes):
             folder = self.root / name
             files = sorted(f for f in folder.iterdir()
                            if f.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
             if not files and not allow_empty:
                 raise ValueError(f"class {label} ({name!r}) has no images in {folder}")
+            if not files:
+                self.empty_classes.append(name)
             self.samples += [(f"{name}/{f.name}", label) for f in files]
         if not self.samples:
             raise ValueError(f"no images found under {self.root}")

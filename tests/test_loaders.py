@@ -96,3 +96,31 @@ def test_bad_input(tmp_path):
         f.unlink()
     with pytest.raises(ValueError, match=r"class 2 \('c2'\) has no images"):
         loaders.build_dataset("digits", root, "train")
+
+
+def test_test_split_missing_a_class_keeps_the_train_labels(tmp_path):
+    """Without classes.txt the label order is the train split's class folders, for every
+    split: a test split without ``c1`` still labels ``c2`` as 2 (and warns)."""
+    import shutil
+    root = make_image_folder(tmp_path / "d", num_classes=3, per_class=2)
+    (root / "classes.txt").unlink()
+    shutil.rmtree(root / "test" / "c1")
+    with pytest.warns(UserWarning, match=r"no images of class\(es\) \['c1'\]"):
+        ds = loaders.build_dataset("digits", root, "test")
+    assert ds.classes == ["c0", "c1", "c2"]
+    assert dict(ds.samples) == {"c0/img0.png": 0, "c0/img1.png": 0,
+                                "c2/img0.png": 2, "c2/img1.png": 2}
+    # the train split is where a missing class is an error
+    shutil.rmtree(root / "train" / "c2")
+    (root / "train" / "c2").mkdir()
+    with pytest.raises(ValueError, match=r"class 2 \('c2'\) has no images"):
+        loaders.build_dataset("digits", root, "train")
+
+
+def test_split_folder_outside_the_label_order_is_an_error(tmp_path):
+    root = make_image_folder(tmp_path / "d", num_classes=3, per_class=1)
+    (root / "classes.txt").unlink()
+    (root / "test" / "c9").mkdir()
+    Image.new("L", (32, 32)).save(root / "test" / "c9" / "x.png")
+    with pytest.raises(ValueError, match=r"test has folder\(s\) \['c9'\] that are not classes"):
+        loaders.build_dataset("digits", root, "test")
