@@ -64,7 +64,9 @@ def _find_image(json_path: Path, image_path: object, json_root: Path,
     candidates = []
     if isinstance(image_path, str) and image_path:
         target = (json_path.parent / PureWindowsPath(image_path).as_posix()).resolve()
-        if any(target == r or r in target.parents for r in roots):
+        # labelme's own tutorial file names itself (its image is embedded as imageData).
+        if target != json_path.resolve() and any(target == r or r in target.parents
+                                                  for r in roots):
             candidates.append(target)
     rel = json_path.relative_to(json_root)
     folders = [json_path.parent] + ([image_root / rel.parent] if image_root else [])
@@ -151,6 +153,8 @@ def _json_to_mask(json_path: Path, image_root: Path | None, json_root: Path) -> 
         try:
             actual = image_size(source)
         except (OSError, ValueError) as e:
+            if isinstance(source, Path) and len(sources) > 1:
+                continue   # imagePath is not an image: labelme shows the embedded imageData
             raise ValueError(f"cannot read image {name}: {e}") from e
         if actual != (height, width):
             raise ValueError(f"image size mismatch: imageHeight x imageWidth = {height}x{width} "
@@ -176,7 +180,9 @@ def json_to_mask(json_path: str | os.PathLike, image_root: str | os.PathLike | N
     ``H, W`` come from ``imageHeight``/``imageWidth``; the embedded ``imageData`` and the image
     file (found via ``imagePath`` when it stays inside ``json_root``/``image_root``, else by
     the JSON's stem beside it or under ``image_root/<class>/``) are only read to cross-check
-    that size. ``json_root`` defaults to the JSON's folder.
+    that size. When ``imageData`` is embedded, a file that is not a decodable image (e.g. an
+    ``imagePath`` naming the JSON itself, as in labelme's tutorial) is skipped: labelme shows
+    the embedded image. ``json_root`` defaults to the JSON's folder.
 
     Raises ValueError naming the JSON for bad syntax, missing keys, bad shapes or a size
     mismatch; OSError if the JSON cannot be read.

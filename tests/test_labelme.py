@@ -300,3 +300,26 @@ def test_annotate_script_explains_itself_without_a_display(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "pip install labelme" in out and "labelme_to_mask" in out
+
+
+def test_image_path_naming_the_json_itself_uses_image_data(tmp_path):
+    """labelme's tutorial file: ``imagePath`` is the JSON's own name, the image is embedded."""
+    p = write_json(tmp_path / "cat" / "tutorial.json", [shape([[1, 1], [3, 3]], "rectangle")],
+                   image_path="tutorial.json", image_data=png_b64(np.zeros((H, W, 3), np.uint8)))
+    np.testing.assert_array_equal(json_to_mask(p), block(1, 3, 1, 3))
+    # a non-image imagePath other than the JSON itself: the embedded image is used too
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    q = write_json(tmp_path / "cat" / "other.json", [shape([[2, 2], [4, 5]], "rectangle")],
+                   image_path="notes.txt", image_data=png_b64(np.zeros((H, W, 3), np.uint8)))
+    np.testing.assert_array_equal(json_to_mask(q), block(2, 5, 2, 4))
+    # the embedded image is still checked against the declared size
+    r = write_json(tmp_path / "cat" / "wrong.json", [shape([[1, 1], [3, 3]], "rectangle")],
+                   image_path="wrong.json",
+                   image_data=png_b64(np.zeros((H + 1, W, 3), np.uint8)))
+    with pytest.raises(ValueError, match="wrong.json.*mismatch"):
+        json_to_mask(r)
+    # without imageData an undecodable imagePath is still an error naming it
+    s = write_json(tmp_path / "cat" / "nodata.json", [shape([[1, 1], [3, 3]], "rectangle")],
+                   image_path="notes.txt")
+    with pytest.raises(ValueError, match=r"nodata.json.*cannot read image .*notes.txt"):
+        json_to_mask(s)
