@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
@@ -49,10 +49,14 @@ def read_classes(class_root: str | os.PathLike,
 
 
 def open_image(path: str | os.PathLike, in_channels: int) -> Image.Image:
-    """Decode an image as ``L`` (1 channel) or ``RGB``; a clear error names a corrupt file."""
+    """Decode an image as ``L`` (1 channel) or ``RGB``; a clear error names a corrupt file.
+
+    The EXIF orientation is applied, as labelme does when it shows an image: an annotation
+    (and its mask from ``labelme_to_mask``) lives in that rotated frame.
+    """
     try:
         with Image.open(path) as img:
-            return img.convert("L" if in_channels == 1 else "RGB")
+            return ImageOps.exif_transpose(img).convert("L" if in_channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise RuntimeError(f"cannot decode image {path}: {exc}") from exc
 

@@ -323,3 +323,35 @@ def test_image_path_naming_the_json_itself_uses_image_data(tmp_path):
                    image_path="notes.txt")
     with pytest.raises(ValueError, match=r"nodata.json.*cannot read image .*notes.txt"):
         json_to_mask(s)
+
+
+def test_exif_rotated_jpeg_mask_agrees_with_the_loaded_image(tmp_path):
+    """labelme annotates the EXIF-rotated image; the loader must decode that same frame."""
+    import loaders
+    from labelme.utils import apply_exif_orientation
+    root = tmp_path / "data"
+    stored = np.zeros((24, 40, 3), np.uint8)     # as stored in the file: 40 wide, 24 high
+    stored[2:10, 3:15] = 255                     # an object near the stored top-left corner
+    for orientation, stem in ((6, "rot90"), (3, "rot180")):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = root / "train" / "cat" / f"{stem}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(stored).save(path, quality=100, exif=exif)
+        with Image.open(path) as img:            # the frame labelme shows and annotates
+            shown = np.asarray(apply_exif_orientation(img).convert("L"))
+        ys, xs = np.nonzero(shown > 127)
+        write_json(tmp_path / "json" / "cat" / f"{stem}.json",
+                   [shape([[int(xs.min()), int(ys.min())], [int(xs.max()), int(ys.max())]],
+                          "rectangle")], height=shown.shape[0], width=shown.shape[1],
+                   image_path=f"../../data/train/cat/{stem}.jpg")
+    n_ok, failures = convert_folder(tmp_path / "json", tmp_path / "masks", root / "train")
+    assert (n_ok, failures) == (2, [])
+    ds = loaders.build_dataset("stl10", root, "train", mask_dir=tmp_path / "masks")
+    assert {rel for rel, _ in ds.samples} == {"cat/rot90.jpg", "cat/rot180.jpg"}
+    for i in range(len(ds)):
+        image, _ = ds.load(i)[:2]
+        mask = np.asarray(Image.open(ds.mask_paths[i]))
+        assert image.size == (mask.shape[1], mask.shape[0])
+        bright = np.asarray(image.convert("L")) > 127
+        assert (bright == (mask > 0)).mean() > 0.99, ds.samples[i][0]
