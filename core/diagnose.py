@@ -14,7 +14,8 @@ masks of ``channel_stats.npz`` (METHOD §3)::
     off_mask_share    = Σ_k (1 − M[n, k]) Σ_hw c(∂y_n/∂m_k)  /  Σ_k Σ_hw c(∂y_n/∂m_k)
     background_share  = Σ_hw Bg ⊙ Σ_k c(∂y_n/∂m_k)  /  Σ_hw Σ_k c(∂y_n/∂m_k)
 
-(``Bg = 1 − object mask``, area-resized to ``H × W``; only for images with a mask). Images are
+(``Bg`` = the mask's background pixels, ignored ones excluded, area-resized to ``H × W``;
+only for images with a mask). Images are
 ranked by ``off_mask_share``, most strayed first. Writes ``out_dir/diagnosis.csv``,
 ``summary.json``, overlay figures of the most strayed and the most typical images (and, with
 ``--high_path``, the Fig. 2(b) high/low-confidence figure) and TensorBoard figures in
@@ -139,7 +140,8 @@ def diagnose(model: torch.nn.Module, loader, layer_name: str, mask: torch.Tensor
         if len(batch) >= 5:
             annotated = torch.as_tensor(batch[4], device=device).bool()
             if annotated.any():
-                share = background_share(g.sum(dim=1), 1.0 - batch[3].to(device))
+                background = (batch[3].round() == loaders.MASK_BACKGROUND).float()
+                share = background_share(g.sum(dim=1), background.to(device))
                 bg = torch.where(annotated, share, bg)
         conf, preds = logits.float().softmax(dim=1).max(dim=1)
         for key, value in (("labels", labels), ("preds", preds), ("confidence", conf),

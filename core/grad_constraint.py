@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from core.channel_stats import ChannelStatistics, rectify
 from core.hooks import FeatureHooks
 from core.tail import SplitError, noisy_forward, split_or_none
+from loaders import MASK_IGNORE, MASK_OBJECT
 from models import load_modules
 
 SECOND_TERMS = ("all", "mask")
@@ -85,14 +86,17 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 def background_weights(masks: torch.Tensor, annotated: torch.Tensor,
                        expand_px: int = 0) -> torch.Tensor:
-    """``Bg = 1 − dilate(F, e)`` for annotated images, 0 for the others.
+    """``Bg = (1 − dilate(F, e)) ⊙ (1 − I)`` for annotated images, 0 for the others.
 
     Args:
-        masks: ``[B, 1, H, W]`` foreground masks at input resolution (1 = object).
+        masks: ``[B, 1, H, W]`` masks at input resolution in the loader's codes
+            (``loaders.decode_mask``): 1 = object ``F``, 0 = background, 2 = ignore ``I``
+            (labelme ``__ignore__``: weight 0, and not expanded like the object).
         annotated: ``[B]`` bool. Returns ``[B, 1, H, W]``.
     """
-    fg = dilate((masks > 0.5).float(), expand_px)
-    return (1 - fg) * annotated.to(fg.dtype).view(-1, 1, 1, 1)
+    fg = dilate((masks.round() == MASK_OBJECT).float(), expand_px)
+    keep = (masks.round() != MASK_IGNORE).to(fg.dtype)
+    return (1 - fg) * keep * annotated.to(fg.dtype).view(-1, 1, 1, 1)
 
 
 def spatial_loss(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Tensor:

@@ -8,12 +8,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from loaders.folder import ImageFolderDataset, MaskedImageFolder, read_classes
+from loaders.folder import (MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT, ImageFolderDataset,
+                            MaskedImageFolder, decode_mask, read_classes)
 from loaders.registry import DATASETS, DatasetSpec, get_spec, register_dataset
 from loaders.transforms import build_transform, channel_stats
 from utils.runtime import seed_worker
 
 __all__ = [
+    "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask",
     "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder", "build_dataset",
     "build_transform", "channel_stats", "dataset_classes", "get_spec", "load_data", "load_data_mask",
     "make_loader", "read_classes", "register_dataset", "resolve_split",

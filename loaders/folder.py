@@ -21,6 +21,19 @@ from torchvision import tv_tensors
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
+# Mask files (written by preprocessing/labelme_to_mask.py): 255 = object, 128 = ignore
+# (labelme's ``__ignore__``: "don't care", neither object nor background), 0 = background.
+# Read by ranges, so resampled edges keep a meaning: >= 192 object, 64..191 ignore.
+# Loaded masks hold these codes:
+MASK_BACKGROUND, MASK_OBJECT, MASK_IGNORE = 0, 1, 2
+
+
+def decode_mask(values: np.ndarray) -> np.ndarray:
+    """Grey levels of a mask file -> ``MASK_BACKGROUND / MASK_OBJECT / MASK_IGNORE`` (uint8)."""
+    values = np.asarray(values)
+    return np.where(values >= 192, MASK_OBJECT,
+                    np.where(values >= 64, MASK_IGNORE, MASK_BACKGROUND)).astype(np.uint8)
+
 
 def class_folders(root: str | os.PathLike) -> list[str]:
     """Sorted names of the sub-folders of ``root`` (hidden folders skipped)."""
@@ -127,8 +140,10 @@ class MaskedImageFolder(ImageFolderDataset):
     """Yields ``(image, label, relative_path, mask, annotated)``.
 
     Masks are matched by relative path: ``mask_root/<class>/<stem>.png`` for
-    ``root/<class>/<stem>.<ext>``. ``mask`` is a ``[1, H, W]`` float tensor (1 = object)
-    transformed jointly with the image (torchvision v2 with ``tv_tensors.Mask``).
+    ``root/<class>/<stem>.<ext>``. ``mask`` is a ``[1, H, W]`` float tensor of codes
+    ``MASK_OBJECT`` (1), ``MASK_BACKGROUND`` (0) and ``MASK_IGNORE`` (2, pixels to leave
+    out of the spatial loss), see :func:`decode_mask`, transformed jointly with the image
+    (torchvision v2 with ``tv_tensors.Mask``: nearest-neighbour, so codes stay codes).
     An image without a mask is returned with ``annotated = False`` and an all-zero mask,
     so its spatial penalty is zero.
     """
@@ -159,7 +174,7 @@ class MaskedImageFolder(ImageFolderDataset):
             if m.size != image.size:
                 raise ValueError(f"mask {path} is {m.size[0]}x{m.size[1]} but its image "
                                  f"{self.root / rel} is {image.size[0]}x{image.size[1]}")
-            mask = torch.from_numpy((np.asarray(m) > 127)).to(torch.uint8)[None]
+            mask = torch.from_numpy(decode_mask(m))[None]
         mask = tv_tensors.Mask(mask)
         if self.transform is not None:
             image, mask = self.transform(image, mask)

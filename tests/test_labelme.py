@@ -100,11 +100,20 @@ def test_mask_shape_is_placed_at_its_box(tmp_path):
     np.testing.assert_array_equal(json_to_mask(p), expected)
 
 
-def test_ignore_label_is_excluded(tmp_path):
+def test_ignore_label_is_dont_care_and_the_object_wins(tmp_path):
+    """``__ignore__`` areas are 128 ("don't care"), object pixels stay 255 where both cover."""
     p = write_json(tmp_path / "a.json", [
         shape([[0, 0], [15, 11]], "rectangle", label="__ignore__"),
         shape([[2, 2], [4, 4]], "rectangle")])
-    np.testing.assert_array_equal(json_to_mask(p), block(2, 4, 2, 4))
+    expected = np.full((H, W), 128, np.uint8)
+    expected[2:5, 2:5] = 255
+    np.testing.assert_array_equal(json_to_mask(p), expected)
+    q = write_json(tmp_path / "b.json", [
+        shape([[2, 2], [4, 4]], "rectangle"),
+        shape([[3, 0], [9, 1]], "rectangle", label="__ignore__")])
+    expected = block(2, 4, 2, 4)
+    expected[0:2, 3:10] = 128
+    np.testing.assert_array_equal(json_to_mask(q), expected)
 
 
 def test_lines_and_points_contribute_nothing(tmp_path):

@@ -124,3 +124,27 @@ def test_split_folder_outside_the_label_order_is_an_error(tmp_path):
     Image.new("L", (32, 32)).save(root / "test" / "c9" / "x.png")
     with pytest.raises(ValueError, match=r"test has folder\(s\) \['c9'\] that are not classes"):
         loaders.build_dataset("digits", root, "test")
+
+
+def test_mask_file_codes_object_ignore_background(tmp_path):
+    """255 / 128 / 0 in the file -> 1 / 2 / 0 in the loaded mask, also after the resize."""
+    root = tmp_path / "d"
+    (root / "train" / "a").mkdir(parents=True)
+    (root / "m" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "train" / "a" / "x.png")
+    values = np.zeros((8, 8), np.uint8)
+    values[:4] = 255
+    values[4:6, :4] = 128
+    Image.fromarray(values).save(root / "m" / "a" / "x.png")
+    expected = np.zeros((8, 8), np.float32)
+    expected[:4] = loaders.MASK_OBJECT
+    expected[4:6, :4] = loaders.MASK_IGNORE
+    ds = loaders.build_dataset("digits", root, "train", mask_dir=root / "m",
+                               train_transform=False)
+    np.testing.assert_array_equal(ds[0][3][0].numpy(), expected)
+    big = loaders.build_dataset("stl10", root, "train", mask_dir=root / "m",
+                                train_transform=False)[0][3][0]       # 8 -> 224 px, nearest
+    np.testing.assert_array_equal(big[::28, ::28].numpy(), expected)
+    np.testing.assert_array_equal(loaders.decode_mask(np.array([0, 63, 64, 191, 192, 255])),
+                                  [0, 0, 2, 2, 1, 1])
+
