@@ -10,6 +10,7 @@ would change the data a published number was computed on).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -70,6 +71,22 @@ def open_image(path: str | os.PathLike, in_channels: int) -> Image.Image:
     try:
         with Image.open(path) as img:
             return ImageOps.exif_transpose(img).convert("L" if in_channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise RuntimeError(f"cannot decode image {path}: {exc}") from exc
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`open_image` decodes it (EXIF-rotated), read
+    from the file header without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):   # quarter turns
+                width, height = height, width
+            return width, height
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise RuntimeError(f"cannot decode image {path}: {exc}") from exc
 
@@ -146,6 +163,10 @@ class MaskedImageFolder(ImageFolderDataset):
     (torchvision v2 with ``tv_tensors.Mask``: nearest-neighbour, so codes stay codes).
     An image without a mask is returned with ``annotated = False`` and an all-zero mask,
     so its spatial penalty is zero.
+
+    Checked here, before any training step: every mask has its image's size (else a
+    ValueError naming both files and sizes), and mask files that match no image (orphans,
+    e.g. masks of another split or of renamed images) are reported in one warning.
     """
 
     def __init__(self, root, mask_root, transform=None, in_channels=3, classes=None,
@@ -160,6 +181,33 @@ class MaskedImageFolder(ImageFolderDataset):
             raise FileNotFoundError(
                 f"no mask in {self.mask_root} matches any image of {self.root}; e.g. for image "
                 f"{self.root / example} the mask looked for was {self.mask_path(example)}")
+        self._check_sizes()
+        self._warn_orphans()
+
+    def _check_sizes(self) -> None:
+        bad = []
+        for (rel, _), path in zip(self.samples, self.mask_paths):
+            if path is not None:
+                mask_size, size = image_size(path), image_size(self.root / rel)
+                if mask_size != size:
+                    bad.append(f"mask {path} is {mask_size[0]}x{mask_size[1]} (WxH) but its "
+                               f"image {self.root / rel} is {size[0]}x{size[1]}")
+        if bad:
+            more = f" (and {len(bad) - 1} more mismatched masks)" if len(bad) > 1 else ""
+            raise ValueError(bad[0] + more + "; masks must have their image's size")
+
+    def _warn_orphans(self) -> None:
+        if not self.mask_root.is_dir():
+            return
+        used = {p.resolve() for p in self.mask_paths if p is not None}
+        orphans = sorted(str(p.relative_to(self.mask_root)) for p in self.mask_root.rglob("*")
+                         if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                         and p.resolve() not in used)
+        if orphans:
+            warnings.warn(f"{len(orphans)} mask file(s) in {self.mask_root} match no image of "
+                          f"{self.root} and are not used, e.g. {orphans[:5]} (a mask "
+                          f"<class>/<stem>.png belongs to the image <class>/<stem>.<ext>)",
+                          stacklevel=3)
 
     def mask_path(self, rel: str) -> Path:
         return self.mask_root / Path(rel).with_suffix(".png")

@@ -148,3 +148,23 @@ def test_mask_file_codes_object_ignore_background(tmp_path):
     np.testing.assert_array_equal(loaders.decode_mask(np.array([0, 63, 64, 191, 192, 255])),
                                   [0, 0, 2, 2, 1, 1])
 
+
+def test_mask_size_mismatch_found_when_the_dataset_is_built(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=2, masks=True)
+    masks = root / "masks" / "train"
+    Image.new("L", (30, 31)).save(masks / "c1" / "img1.png")
+    with pytest.raises(ValueError, match=r"mask .*c1/img1\.png is 30x31 \(WxH\) but its image "
+                                         r".*train/c1/img1\.png is 32x32"):
+        loaders.build_dataset("digits", root, "train", mask_dir=masks)
+
+
+def test_orphan_masks_are_reported(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=2, masks=True)
+    masks = root / "masks" / "train"
+    for name in ("c0/gone.png", "c0/img0_old.png", "c9/x.png", "c1/img0.jpg"):
+        (masks / name).parent.mkdir(exist_ok=True)
+        Image.new("L", (32, 32)).save(masks / name)
+    with pytest.warns(UserWarning, match=r"4 mask file\(s\) in .* match no image .*"
+                                         r"\['c0/gone.png', 'c0/img0_old.png', 'c1/img0.jpg'"):
+        ds = loaders.build_dataset("digits", root, "train", mask_dir=masks)
+    assert ds.num_annotated == len(ds) == 6

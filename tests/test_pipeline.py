@@ -95,3 +95,21 @@ def test_treatment_refuses_bad_inputs(pipeline, tmp_path):
         train_model_doctor.main(parse(base + ori + ["--beta", "1"]))
     with pytest.raises(ValueError, match="no statistics for layer"):
         train_model_doctor.main(parse(base + ori + ["--beta", "0", "--channel_layers", "3"]))
+
+
+def test_mask_size_mismatch_stops_treatment_before_any_output(pipeline, tmp_path):
+    import shutil
+    from PIL import Image
+    data, out = pipeline
+    masks = tmp_path / "masks"
+    shutil.copytree(out / "masks", masks)
+    first = sorted(masks.rglob("*.png"))[0]
+    Image.new("L", (20, 20)).save(first)
+    res = tmp_path / "r"
+    with pytest.raises(ValueError, match=rf"mask .*{first.name} is 20x20 \(WxH\) but its image"):
+        train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
+            COMMON + ["--data_dir", str(data), "--res_model_path", str(res),
+                      "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                      "--grad_dir", str(out / "grads"), "--mask_dir", str(masks),
+                      "--alpha", "0.1", "--beta", "1", "--num_epochs", "1"]))
+    assert not res.exists()
