@@ -11,7 +11,8 @@ released scale (``beta`` carries over).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -67,6 +68,26 @@ def channel_loss(grads_true: torch.Tensor, grads_second: torch.Tensor, mask: tor
     w_second = mask[second] if second_term == "mask" else torch.ones_like(a_second)
     per_sample = ((1 - mask[labels]) * a_true).sum(dim=1) + (w_second * a_second).sum(dim=1)
     return per_sample.mean()
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """Normalisation layers keep using batch statistics in train mode but do not update
+    their running statistics (nor ``num_batches_tracked``).
+
+    The noisy passes of the constraint re-run (part of) the network on J·B noisy copies;
+    only the training forward on the clean batch may move the running statistics.
+    """
+    norms = [m for m in model.modules()
+             if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None)
+             is not None]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
 
 
 def disk_kernel(radius: int, device=None) -> torch.Tensor:
@@ -190,26 +211,28 @@ class DoctorLoss:
         j = self.noise_draws
         self.hooks.enabled = False
         try:
-            for name in layers:
-                # Head once on the B images, tail on the J·B noisy copies. Also in train
-                # mode: the head's BN batch statistics over B equal those over J identical
-                # copies (mean and biased variance ignore replication), so only stochastic
-                # layers before the conv (dropout, stochastic depth) change: their one mask
-                # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
-                if self._shared is not None and self._shared[0].layer == name:
-                    split, m, live = self._shared
-                    tail = split.noisy_tail(m, live, j, self.noise_delta)
-                else:
-                    tail = noisy_forward(self.model, name, images, j, self.noise_delta)
-                if tail is not None:
-                    noisy_logits, z = tail
-                    out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
-                                               second.repeat(j), [name], j))
-                    continue
-                with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
-                    x = images.repeat(j, *([1] * (images.dim() - 1)))
-                    out.update(self._grad_pair(self.model(x), [noisy.features[name]],
-                                               labels.repeat(j), second.repeat(j), [name], j))
+            # only the training forward may move BN running statistics, not the J·B copies
+            with frozen_running_stats(self.model):
+                for name in layers:
+                    # Head once on the B images, tail on the J·B noisy copies. Also in train
+                    # mode: the head's BN batch statistics over B equal those over J identical
+                    # copies (mean and biased variance ignore replication), so only stochastic
+                    # layers before the conv (dropout, stochastic depth) change: their one mask
+                    # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
+                    if self._shared is not None and self._shared[0].layer == name:
+                        split, m, live = self._shared
+                        tail = split.noisy_tail(m, live, j, self.noise_delta)
+                    else:
+                        tail = noisy_forward(self.model, name, images, j, self.noise_delta)
+                    if tail is not None:
+                        noisy_logits, z = tail
+                        out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
+                                                   second.repeat(j), [name], j))
+                        continue
+                    with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
+                        x = images.repeat(j, *([1] * (images.dim() - 1)))
+                        out.update(self._grad_pair(self.model(x), [noisy.features[name]],
+                                                   labels.repeat(j), second.repeat(j), [name], j))
         finally:
             self.hooks.enabled = True
         return out
