@@ -15,7 +15,7 @@ from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
 from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
                    make_loaders, resolve_data_args, wrap_model)
-from utils import get_device, load_weights, set_seed
+from utils import get_device, load_weights, set_seed, weights_fingerprint
 from utils.distributed import cleanup, init_distributed
 
 
@@ -49,6 +49,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--noise_delta", type=float, default=0.0, help="δ for the constraint gradients")
     p.add_argument("--init", default="pretrained", choices=("pretrained", "scratch"),
                    help="start from --ori_model_path (default) or from random weights (released bug)")
+    p.add_argument("--allow_foreign_stats", action="store_true",
+                   help="use --grad_dir statistics computed for another model name, data set, "
+                        "grad_mode or other weights than --ori_model_path")
     p.set_defaults(num_epochs=20)
     return p
 
@@ -77,6 +80,12 @@ def main(args: argparse.Namespace) -> dict:
     model.to(device)
     alpha = args.alpha / batch_size if args.alpha_released else args.alpha
     stats = load_statistics(args.grad_dir) if alpha > 0 else None
+    if stats is not None and not args.allow_foreign_stats:
+        # with --init scratch the weights differ by design (released behaviour)
+        stats.check_settings({"model_name": args.model_name, "data_name": args.data_name,
+                              "grad_mode": args.grad_mode, "in_channels": args.in_channels},
+                             weights_fingerprint(model) if args.init == "pretrained" else None,
+                             escape="--allow_foreign_stats")
     use_masks = args.beta > 0
     if use_masks and not args.mask_dir:
         raise ValueError("--beta > 0 needs --mask_dir (or set --beta 0)")

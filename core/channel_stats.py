@@ -10,6 +10,7 @@ Per class, ``A_n = Σ_images a_n``; ``Â_n`` is ``A_n`` min-max normalised over 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -149,6 +150,43 @@ class ChannelStatistics:
                 stats.sums[name] = torch.from_numpy(z[f"layer{i}/sum"].astype(np.float64))
         stats.path = path
         return stats
+
+    def check_settings(self, run: dict, fingerprint: str | None = None,
+                       escape: str | None = None) -> None:
+        """Refuse statistics computed for another model, data set or run.
+
+        Args:
+            run: this run's settings (``model_name``, ``data_name``, ``grad_mode``, ...);
+                each one the file also stores must be equal (``None`` values are skipped).
+            fingerprint: :func:`utils.weights_fingerprint` of the model about to use the
+                statistics; it must equal the ``model_fingerprint`` of the weights they were
+                computed on (a file without one only warns: it cannot be verified).
+            escape: the flag that skips this check, named in the error.
+        Raises:
+            ValueError naming the file and the first mismatching setting.
+        """
+        where = getattr(self, "path", "statistics")
+        hint = f", or pass {escape} to use them anyway" if escape else ""
+        for key, value in run.items():
+            if value is None or key not in self.settings:
+                continue
+            if str(self.settings[key]) != str(value):
+                raise ValueError(f"{where} was computed with {key}={self.settings[key]!r}, this "
+                                 f"run has {key}={value!r}: recompute the statistics "
+                                 f"(core/grad_calculate.py) for this run{hint}")
+        if fingerprint is None:
+            return
+        stored = self.settings.get("model_fingerprint")
+        if stored is None:
+            warnings.warn(f"{where} stores no weights fingerprint: cannot check that it was "
+                          f"computed on this model's weights", stacklevel=2)
+        elif str(stored) != fingerprint:
+            source = self.settings.get("model_path", "?")
+            raise ValueError(f"{where} was computed on other weights ({source}, fingerprint "
+                             f"{str(stored)[:12]}) than this model's (fingerprint "
+                             f"{fingerprint[:12]}): another run or epoch of "
+                             f"{self.settings.get('model_name', 'the model')}; recompute the "
+                             f"statistics (core/grad_calculate.py) for these weights{hint}")
 
     def check_model(self, model: nn.Module, layers: Sequence[str], num_classes: int,
                     source: str = "statistics") -> None:

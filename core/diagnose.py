@@ -44,7 +44,8 @@ import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, rectify  # noqa: E402
 from core.visualize import (diagnosis_figures, overlay_figure, overlay_panel,  # noqa: E402
                             score_gradients)
-from utils import RunRecorder, add_device_args, atomic_write_text, get_device  # noqa: E402
+from utils import (RunRecorder, add_device_args, atomic_write_text, get_device,  # noqa: E402
+                   weights_fingerprint)
 
 CSV_COLUMNS = ("rank", "file", "label", "class_name", "prediction", "confidence",
                "off_mask_share", "background_share")
@@ -66,6 +67,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="conv layer: index from the last conv or module name")
     p.add_argument("--grad_mode", default=None, choices=GRAD_MODES,
                    help="default: the one the statistics were computed with")
+    p.add_argument("--allow_foreign_stats", action="store_true",
+                   help="use statistics computed for another model name, data set or other "
+                        "weights than --model_path")
     p.add_argument("--out_dir", default="output/diagnosis")
     p.add_argument("--num_overlays", type=int, default=8,
                    help="images in each overlay figure")
@@ -216,6 +220,10 @@ def main(args: argparse.Namespace) -> dict:
     layer = models.load_modules(model, [args.layer])[0][0]
     stats = ChannelStatistics.load(stats_file(args.grad_path))
     stats.check_model(model, [layer], args.num_classes)
+    if not args.allow_foreign_stats:   # an explicit --grad_mode may differ from theirs
+        stats.check_settings({"model_name": args.model_name, "data_name": args.data_name,
+                              "in_channels": args.in_channels}, weights_fingerprint(model),
+                             escape="--allow_foreign_stats")
     args.grad_mode = args.grad_mode or str(stats.settings.get("grad_mode", "abs"))
     loader = loaders.make_loader(dataset, args.batch_size or spec.batch_size, False,
                                  args.workers, device)
