@@ -156,6 +156,36 @@ def test_statistics_of_another_model_or_run_are_refused(tmp_path):
         ChannelStatistics.load(tmp_path / "old.npz").check_settings(run, "0" * 64)
 
 
+def test_corrupt_statistics_files_name_the_file(tmp_path):
+    net = make_toy(channels=3)
+    stats = ChannelStatistics.for_model(net, [0], 4, settings={"model_name": "toy"})
+    good = tmp_path / "good.npz"
+    stats.save(good)
+    data = good.read_bytes()
+    bad = {"garbage.npz": b"not statistics\n" * 30, "empty.npz": b"",
+           "cut_last_byte.npz": data[:-1]}
+    bad.update({f"cut{k}.npz": data[:len(data) * k // 10] for k in (1, 5, 9)})
+    for name, content in bad.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save({"model": net.state_dict()}, tmp_path / "checkpoint_as.npz")
+    np.save(tmp_path / "one_array.npy", np.arange(3))
+    np.savez(tmp_path / "other_arrays.npz", a=np.arange(3))
+    np.savez(tmp_path / "objects.npz", layers=np.array([{"a": 1}], dtype=object),
+             channels=np.array([3]))
+    np.savez(tmp_path / "bad_shape.npz", layers=np.array(["conv"]), channels=np.array([3]),
+             num_classes=np.int64(4), theta=np.float64(0.2), counts=np.zeros(4, np.int64),
+             **{"layer0/sum": np.zeros((4, 5))})
+    names = [*bad, "checkpoint_as.npz", "one_array.npy", "other_arrays.npz", "objects.npz",
+             "bad_shape.npz"]
+    for name in names:
+        with pytest.raises(ValueError, match=rf"{name} is not a valid channel statistics file") as e:
+            ChannelStatistics.load(tmp_path / name)
+        assert "allow_pickle" not in str(e.value) and "pickle.load" not in str(e.value)
+        assert e.value.__cause__ is None       # no chained reader message with its advice
+        assert e.value.__context__ is None or e.value.__suppress_context__
+    assert ChannelStatistics.load(good).layers == {"conv": 3}
+
+
 def test_hooks_removed_and_memory_flat():
     net = make_toy()
     x = torch.randn(2, 1, 3, 3)

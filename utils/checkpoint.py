@@ -41,8 +41,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "m
     naming the file, the model and the first differing tensors (e.g. a wrong num_classes).
     """
     ckpt = load_checkpoint(path)
-    state = ckpt["model"] if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) else ckpt
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a valid checkpoint: it holds a "
+                         f"{type(ckpt).__name__}, not a state dict")
+    state = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
     meta = {k: v for k, v in ckpt.items() if k != "model"} if state is not ckpt else {}
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a valid checkpoint: no state dict of tensors in it")
     target = unwrap(model)
     own = target.state_dict()
     state = {k.removeprefix("module."): v for k, v in state.items()}
