@@ -17,8 +17,8 @@ from utils.runtime import seed_worker
 __all__ = [
     "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask",
     "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder", "build_dataset",
-    "build_transform", "channel_stats", "dataset_classes", "get_spec", "load_data", "load_data_mask",
-    "make_loader", "read_classes", "register_dataset", "resolve_split",
+    "build_transform", "channel_stats", "dataset_classes", "get_spec", "load_data",
+    "load_data_mask", "make_loader", "read_classes", "register_dataset", "resolve_split",
 ]
 
 

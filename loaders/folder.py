@@ -4,8 +4,9 @@ Label order comes from ``classes.txt`` (one class folder name per line, in label
 looked up in the class root and then its parent; without it, the sorted class folder names
 of ``fallback`` (the dataset's train split, see :func:`loaders.build_dataset`) or of the class
 root itself. Every split of a dataset therefore gets the same label order, and a class folder
-that is not in that order is an error. A corrupt image is an error that names the file (we do not silently skip: a skipped image
-would change the data a published number was computed on).
+that is not in that order is an error. A corrupt image is an error that names the file (we
+do not silently skip: a skipped image would change the data a published number was
+computed on).
 """
 from __future__ import annotations
 

@@ -178,7 +178,8 @@ def test_corrupt_statistics_files_name_the_file(tmp_path):
     names = [*bad, "checkpoint_as.npz", "one_array.npy", "other_arrays.npz", "objects.npz",
              "bad_shape.npz"]
     for name in names:
-        with pytest.raises(ValueError, match=rf"{name} is not a valid channel statistics file") as e:
+        with pytest.raises(ValueError,
+                           match=rf"{name} is not a valid channel statistics file") as e:
             ChannelStatistics.load(tmp_path / name)
         assert "allow_pickle" not in str(e.value) and "pickle.load" not in str(e.value)
         assert e.value.__cause__ is None       # no chained reader message with its advice

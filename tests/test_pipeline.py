@@ -98,8 +98,8 @@ def test_treatment_refuses_bad_inputs(pipeline, tmp_path):
     with pytest.raises(ValueError, match=r"channel_stats.npz was computed with "
                                          r"grad_mode='abs', this run has grad_mode='relu'"):
         train_model_doctor.main(parse(base + ori + ["--beta", "0", "--grad_mode", "relu"]))
-    with pytest.raises(ValueError, match=r"channel_stats.npz was computed with "
-                                         r"model_name='smallcnn', this run has model_name='alexnet'"):
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed with model_name="
+                                         r"'smallcnn', this run has model_name='alexnet'"):
         train_model_doctor.main(parse([a if a != "smallcnn" else "alexnet" for a in base]
                                       + ["--init", "scratch", "--beta", "0"]))
 

@@ -54,7 +54,8 @@ UNSAFE_ADVICE = ("weights_only", "allow_pickle", "pickle.load", "trust")
 
 def test_load_checkpoint_refuses_pickled_objects(tmp_path):
     torch.save({"x": Arbitrary()}, tmp_path / "evil.pth")
-    with pytest.raises(ValueError, match=r"evil\.pth is not a valid checkpoint.*Python objects") as e:
+    with pytest.raises(ValueError,
+                       match=r"evil\.pth is not a valid checkpoint.*Python objects") as e:
         load_checkpoint(tmp_path / "evil.pth")
     assert not any(advice in str(e.value) for advice in UNSAFE_ADVICE)
 
