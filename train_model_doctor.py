@@ -19,7 +19,7 @@ from core.grad_constraint import SECOND_TERMS, DoctorLoss
 from core.right_reasons import RightReasonsLoss
 from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
                    make_loaders, resolve_data_args, wrap_model)
-from utils import get_device, load_weights, set_seed
+from utils import get_device, load_weights, set_seed, weights_fingerprint
 from utils.distributed import cleanup, init_distributed
 
 
@@ -69,6 +69,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "the paper; they are then in about 2 %% of batches at 20 per class)")
     p.add_argument("--init", default="pretrained", choices=("pretrained", "scratch"),
                    help="start from --ori_model_path (default) or from random weights (released bug)")
+    p.add_argument("--allow_foreign_stats", action="store_true",
+                   help="use --grad_dir statistics computed for another model name, data set, "
+                        "grad_mode or other weights than --ori_model_path")
     p.set_defaults(num_epochs=20)
     return p
 
@@ -107,6 +110,12 @@ def main(args: argparse.Namespace) -> dict:
     model.to(device)
     alpha = args.alpha / batch_size if args.alpha_released else args.alpha
     stats = load_statistics(args.grad_dir) if alpha > 0 else None
+    if stats is not None and not args.allow_foreign_stats:
+        # with --init scratch the weights differ by design (released behaviour)
+        stats.check_settings({"model_name": args.model_name, "data_name": args.data_name,
+                              "grad_mode": args.grad_mode, "in_channels": args.in_channels},
+                             weights_fingerprint(model) if args.init == "pretrained" else None,
+                             escape="--allow_foreign_stats")
     if args.rrr_lambda > 0 and (alpha > 0 or args.beta > 0 or args.gamma > 0):
         raise ValueError("--rrr_lambda is a baseline on its own: set --alpha, --beta and "
                          "--gamma to 0")

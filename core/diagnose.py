@@ -14,7 +14,8 @@ masks of ``channel_stats.npz`` (METHOD §3)::
     off_mask_share    = Σ_k (1 − M[n, k]) Σ_hw c(∂y_n/∂m_k)  /  Σ_k Σ_hw c(∂y_n/∂m_k)
     background_share  = Σ_hw Bg ⊙ Σ_k c(∂y_n/∂m_k)  /  Σ_hw Σ_k c(∂y_n/∂m_k)
 
-(``Bg = 1 − object mask``, area-resized to ``H × W``; only for images with a mask). Images are
+(``Bg`` = the mask's background pixels, ignored ones excluded, area-resized to ``H × W``;
+only for images with a mask). Images are
 ranked by ``off_mask_share``, most strayed first. Writes ``out_dir/diagnosis.csv``,
 ``summary.json``, overlay figures of the most strayed and the most typical images (and, with
 ``--high_path``, the Fig. 2(b) high/low-confidence figure) and TensorBoard figures in
@@ -44,7 +45,8 @@ from core.channel_stats import GRAD_MODES, ChannelStatistics, rectify  # noqa: E
 from core.grad_constraint import background_weights  # noqa: E402
 from core.visualize import (diagnosis_figures, overlay_figure, overlay_panel,  # noqa: E402
                             score_gradients)
-from utils import RunRecorder, add_device_args, atomic_write_text, get_device  # noqa: E402
+from utils import (RunRecorder, add_device_args, atomic_write_text, get_device,  # noqa: E402
+                   weights_fingerprint)
 
 CSV_COLUMNS = ("rank", "file", "label", "class_name", "prediction", "confidence",
                "off_mask_share", "background_share")
@@ -66,6 +68,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="conv layer: index from the last conv or module name")
     p.add_argument("--grad_mode", default=None, choices=GRAD_MODES,
                    help="default: the one the statistics were computed with")
+    p.add_argument("--allow_foreign_stats", action="store_true",
+                   help="use statistics computed for another model name, data set or other "
+                        "weights than --model_path")
     p.add_argument("--out_dir", default="output/diagnosis")
     p.add_argument("--num_overlays", type=int, default=8,
                    help="images in each overlay figure")
@@ -140,7 +145,8 @@ def diagnose(model: torch.nn.Module, loader, layer_name: str, mask: torch.Tensor
         if len(batch) >= 5:
             annotated = torch.as_tensor(batch[4], device=device).bool()
             if annotated.any():
-                share = background_share(g.sum(dim=1), 1.0 - batch[3].to(device))
+                background = (batch[3].round() == loaders.MASK_BACKGROUND).float()
+                share = background_share(g.sum(dim=1), background.to(device))
                 bg = torch.where(annotated, share, bg)
         conf, preds = logits.float().softmax(dim=1).max(dim=1)
         for key, value in (("labels", labels), ("preds", preds), ("confidence", conf),
@@ -239,6 +245,10 @@ def main(args: argparse.Namespace) -> dict:
     layer = models.load_modules(model, [args.layer])[0][0]
     stats = ChannelStatistics.load(stats_file(args.grad_path))
     stats.check_model(model, [layer], args.num_classes)
+    if not args.allow_foreign_stats:   # an explicit --grad_mode may differ from theirs
+        stats.check_settings({"model_name": args.model_name, "data_name": args.data_name,
+                              "in_channels": args.in_channels}, weights_fingerprint(model),
+                             escape="--allow_foreign_stats")
     args.grad_mode = args.grad_mode or str(stats.settings.get("grad_mode", "abs"))
     loader = loaders.make_loader(dataset, args.batch_size or spec.batch_size, False,
                                  args.workers, device)

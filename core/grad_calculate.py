@@ -24,7 +24,8 @@ import loaders  # noqa: E402
 from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, channel_gradients  # noqa: E402
-from utils import RunRecorder, add_device_args, atomic_save, get_device, set_seed  # noqa: E402
+from utils import (RunRecorder, add_device_args, atomic_save, get_device, set_seed,  # noqa: E402
+                   weights_fingerprint)
 from utils.distributed import (DistInfo, ShardSampler, all_reduce_sum, cleanup,  # noqa: E402
                                init_distributed)
 
@@ -99,6 +100,7 @@ def main(args: argparse.Namespace) -> ChannelStatistics:
     loader = loaders.make_loader(dataset, args.batch_size, False, args.workers, device,
                                  sampler=sampler)
     settings = {"model_name": args.model_name, "data_name": args.data_name,
+                "in_channels": args.in_channels, "model_fingerprint": weights_fingerprint(model),
                 "noise_draws": args.noise_draws, "noise_delta": args.noise_delta,
                 "grad_mode": args.grad_mode, "seed": args.seed,
                 "num_images": len(dataset), "data_path": str(args.data_path),

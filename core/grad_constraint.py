@@ -11,7 +11,8 @@ released scale (``beta`` carries over).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from core.channel_stats import ChannelStatistics, rectify
 from core.hooks import FeatureHooks
 from core.tail import SplitError, noisy_forward, split_or_none
+from loaders import MASK_IGNORE, MASK_OBJECT
 from models import load_modules
 
 SECOND_TERMS = ("all", "mask")
@@ -68,6 +70,26 @@ def channel_loss(grads_true: torch.Tensor, grads_second: torch.Tensor, mask: tor
     return per_sample.mean()
 
 
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """Normalisation layers keep using batch statistics in train mode but do not update
+    their running statistics (nor ``num_batches_tracked``).
+
+    The noisy passes of the constraint re-run (part of) the network on J·B noisy copies;
+    only the training forward on the clean batch may move the running statistics.
+    """
+    norms = [m for m in model.modules()
+             if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None)
+             is not None]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
 def disk_kernel(radius: int, device=None) -> torch.Tensor:
     """``[2r+1, 2r+1]`` ones where ``dx² + dy² ≤ r²``."""
     r = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
@@ -85,14 +107,17 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 def background_weights(masks: torch.Tensor, annotated: torch.Tensor,
                        expand_px: int = 0) -> torch.Tensor:
-    """``Bg = 1 − dilate(F, e)`` for annotated images, 0 for the others.
+    """``Bg = (1 − dilate(F, e)) ⊙ (1 − I)`` for annotated images, 0 for the others.
 
     Args:
-        masks: ``[B, 1, H, W]`` foreground masks at input resolution (1 = object).
+        masks: ``[B, 1, H, W]`` masks at input resolution in the loader's codes
+            (``loaders.decode_mask``): 1 = object ``F``, 0 = background, 2 = ignore ``I``
+            (labelme ``__ignore__``: weight 0, and not expanded like the object).
         annotated: ``[B]`` bool. Returns ``[B, 1, H, W]``.
     """
-    fg = dilate((masks > 0.5).float(), expand_px)
-    return (1 - fg) * annotated.to(fg.dtype).view(-1, 1, 1, 1)
+    fg = dilate((masks.round() == MASK_OBJECT).float(), expand_px)
+    keep = (masks.round() != MASK_IGNORE).to(fg.dtype)
+    return (1 - fg) * keep * annotated.to(fg.dtype).view(-1, 1, 1, 1)
 
 
 def spatial_loss(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -272,26 +297,28 @@ class DoctorLoss:
         j = self.noise_draws
         self.hooks.enabled = False
         try:
-            for name in layers:
-                # Head once on the B images, tail on the J·B noisy copies. Also in train
-                # mode: the head's BN batch statistics over B equal those over J identical
-                # copies (mean and biased variance ignore replication), so only stochastic
-                # layers before the conv (dropout, stochastic depth) change: their one mask
-                # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
-                if self._shared is not None and self._shared[0].layer == name:
-                    split, m, live = self._shared
-                    tail = split.noisy_tail(m, live, j, self.noise_delta)
-                else:
-                    tail = noisy_forward(self.model, name, images, j, self.noise_delta)
-                if tail is not None:
-                    noisy_logits, z = tail
-                    out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
-                                               second.repeat(j), [name], j))
-                    continue
-                with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
-                    x = images.repeat(j, *([1] * (images.dim() - 1)))
-                    out.update(self._grad_pair(self.model(x), [noisy.features[name]],
-                                               labels.repeat(j), second.repeat(j), [name], j))
+            # only the training forward may move BN running statistics, not the J·B copies
+            with frozen_running_stats(self.model):
+                for name in layers:
+                    # Head once on the B images, tail on the J·B noisy copies. Also in train
+                    # mode: the head's BN batch statistics over B equal those over J identical
+                    # copies (mean and biased variance ignore replication), so only stochastic
+                    # layers before the conv (dropout, stochastic depth) change: their one mask
+                    # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
+                    if self._shared is not None and self._shared[0].layer == name:
+                        split, m, live = self._shared
+                        tail = split.noisy_tail(m, live, j, self.noise_delta)
+                    else:
+                        tail = noisy_forward(self.model, name, images, j, self.noise_delta)
+                    if tail is not None:
+                        noisy_logits, z = tail
+                        out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
+                                                   second.repeat(j), [name], j))
+                        continue
+                    with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
+                        x = images.repeat(j, *([1] * (images.dim() - 1)))
+                        out.update(self._grad_pair(self.model(x), [noisy.features[name]],
+                                                   labels.repeat(j), second.repeat(j), [name], j))
         finally:
             self.hooks.enabled = True
         return out

@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from loaders.folder import ImageFolderDataset, MaskedImageFolder, read_classes
+from loaders.folder import (MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT, ImageFolderDataset,
+                            MaskedImageFolder, decode_mask, read_classes)
 from loaders.registry import DATASETS, DatasetSpec, get_spec, register_dataset
 from loaders.transforms import build_transform, channel_stats
 from utils.runtime import seed_worker
 
 __all__ = [
+    "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask",
     "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder", "build_dataset",
-    "build_transform", "channel_stats", "get_spec", "load_data", "load_data_mask",
-    "make_loader", "read_classes", "register_dataset", "resolve_split",
+    "build_transform", "channel_stats", "dataset_classes", "get_spec", "load_data",
+    "load_data_mask", "make_loader", "read_classes", "register_dataset", "resolve_split",
 ]
 
 
@@ -29,19 +32,47 @@ def resolve_split(data_path: str | os.PathLike, data_type: str) -> Path:
     return split if split.is_dir() else data_path
 
 
+def dataset_classes(data_path: str | os.PathLike, data_type: str = "train") -> list[str]:
+    """The label order of ``data_type``, the same for every split of a dataset.
+
+    ``classes.txt`` (in the split folder, then in ``data_path``); else the sorted class
+    folders of ``data_path/train`` when that split exists, else those of the split folder
+    (see :func:`resolve_split`).
+    """
+    root = resolve_split(data_path, data_type)
+    train = Path(data_path) / "train"
+    fallback = train if root != Path(data_path) and train.is_dir() else None
+    return read_classes(root, fallback)
+
+
 def build_dataset(data_name: str, data_path, data_type: str = "train", in_channels=None,
                   train_transform: bool | None = None, mask_dir=None, allow_empty=False,
                   require_masks=True) -> Dataset:
-    """The dataset for ``data_type``; ``train_transform`` defaults to ``data_type == 'train'``."""
+    """The dataset for ``data_type``; ``train_transform`` defaults to ``data_type == 'train'``.
+
+    Labels follow :func:`dataset_classes`, so a test split evaluates with the train split's
+    labels. A class without images is an error in the ``train`` split (unless
+    ``allow_empty``); in any other split it is allowed with a warning: it is evaluated with
+    the right labels, and its per-class accuracy is undefined.
+    """
     spec = get_spec(data_name)
     in_channels = in_channels or spec.in_channels
     train = data_type == "train" if train_transform is None else train_transform
     transform = build_transform(spec, train, in_channels)
     root = resolve_split(data_path, data_type)
+    classes = dataset_classes(data_path, data_type)
+    allow = allow_empty or data_type != "train"
     if mask_dir is None:
-        return ImageFolderDataset(root, transform, in_channels, allow_empty=allow_empty)
-    return MaskedImageFolder(root, mask_dir, transform, in_channels, allow_empty=allow_empty,
-                             require_any=require_masks)
+        dataset = ImageFolderDataset(root, transform, in_channels, classes, allow_empty=allow)
+    else:
+        dataset = MaskedImageFolder(root, mask_dir, transform, in_channels, classes,
+                                    allow_empty=allow, require_any=require_masks)
+    if dataset.empty_classes and not allow_empty:
+        warnings.warn(f"{root}: no images of class(es) {dataset.empty_classes[:10]} "
+                      f"({len(dataset.empty_classes)} of {len(classes)}); the other classes "
+                      f"keep their labels {classes[:10]}{' ...' if len(classes) > 10 else ''}",
+                      stacklevel=2)
+    return dataset
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0,

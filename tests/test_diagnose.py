@@ -249,6 +249,22 @@ def test_diagnose_refuses_foreign_statistics(experiment):
     assert not (tmp / "out_foreign" / "diagnosis.csv").exists()
 
 
+def test_diagnose_refuses_statistics_of_other_weights(experiment):
+    tmp, root, ckpt, grads = experiment
+    state = torch.load(ckpt, weights_only=True)
+    weights = state["model"] if "model" in state else state
+    key = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[key] = weights[key] * 1.001
+    other = tmp / "other_run.pth"
+    torch.save(state, other)
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed on other weights"):
+        diagnose.main(diagnose_args(root, other, grads, tmp / "out_other_run"))
+    assert not (tmp / "out_other_run" / "diagnosis.csv").exists()
+    diagnose.main(diagnose_args(root, other, grads, tmp / "out_other_run",
+                                "--allow_foreign_stats"))
+    assert (tmp / "out_other_run" / "diagnosis.csv").is_file()
+
+
 def test_diagnose_runs_as_a_script_from_the_repo_root():
     proc = subprocess.run([sys.executable, "core/diagnose.py", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

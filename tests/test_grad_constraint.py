@@ -87,6 +87,29 @@ def test_spatial_loss_by_hand():
     assert spatial_loss(g, background_weights(fg, torch.tensor([False, False]))) == 0
 
 
+def test_ignored_pixels_weigh_zero_by_hand():
+    """Mask codes 1 = object, 0 = background, 2 = ignore (labelme ``__ignore__``)."""
+    masks = torch.zeros(1, 1, 4, 5)
+    masks[0, 0, 1, 1] = 1            # one object pixel
+    masks[0, 0, 3, :] = 2            # an ignored bottom row
+    masks[0, 0, 1, 3] = 2            # an ignored pixel next to background
+    annotated = torch.tensor([True])
+    expect = torch.tensor([[1., 1., 1., 1., 1.],
+                           [1., 0., 1., 0., 1.],
+                           [1., 1., 1., 1., 1.],
+                           [0., 0., 0., 0., 0.]])
+    torch.testing.assert_close(background_weights(masks, annotated)[0, 0], expect)
+    # e = 1 dilates the object (a plus shape), never the ignored pixels
+    expect1 = torch.tensor([[1., 0., 1., 1., 1.],
+                            [0., 0., 0., 0., 1.],
+                            [1., 0., 1., 1., 1.],
+                            [0., 0., 0., 0., 0.]])
+    torch.testing.assert_close(background_weights(masks, annotated, 1)[0, 0], expect1)
+    g = torch.arange(20.).view(1, 1, 4, 5)          # |∂y/∂m| = 0..19, one channel
+    assert spatial_loss(g, background_weights(masks, annotated)).item() == \
+        pytest.approx(sum(range(0, 15)) - 6 - 8)    # rows 0-2 minus pixels (1,1), (1,3)
+
+
 def test_spatial_background_resized_by_area():
     g = torch.ones(1, 1, 2, 2)
     bg = torch.zeros(1, 1, 4, 4)

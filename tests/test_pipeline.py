@@ -61,7 +61,7 @@ def test_artifacts(pipeline):
 @pytest.mark.parametrize("alpha,beta,extra", [
     ("0.1", "0.5", []),
     ("0.1", "0", ["--noise_draws", "2", "--noise_delta", "0.1", "--second_term", "mask",
-                  "--grad_mode", "relu"]),
+                  "--grad_mode", "relu", "--allow_foreign_stats"]),   # statistics: abs
 ])
 def test_treatment_epoch0_equals_test_py(pipeline, tmp_path, alpha, beta, extra):
     data, out = pipeline
@@ -95,6 +95,52 @@ def test_treatment_refuses_bad_inputs(pipeline, tmp_path):
         train_model_doctor.main(parse(base + ori + ["--beta", "1"]))
     with pytest.raises(ValueError, match="no statistics for layer"):
         train_model_doctor.main(parse(base + ori + ["--beta", "0", "--channel_layers", "3"]))
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed with "
+                                         r"grad_mode='abs', this run has grad_mode='relu'"):
+        train_model_doctor.main(parse(base + ori + ["--beta", "0", "--grad_mode", "relu"]))
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed with model_name="
+                                         r"'smallcnn', this run has model_name='alexnet'"):
+        train_model_doctor.main(parse([a if a != "smallcnn" else "alexnet" for a in base]
+                                      + ["--init", "scratch", "--beta", "0"]))
+
+
+def test_treatment_refuses_statistics_of_other_weights(pipeline, tmp_path):
+    """Another run of the same model: told apart by the weights fingerprint."""
+    import torch
+    data, out = pipeline
+    ckpt = torch.load(out / "models" / "model_ori.pth", weights_only=True)
+    first = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][first] = ckpt["model"][first] + 1e-4
+    other = tmp_path / "other_run.pth"
+    torch.save(ckpt, other)
+    args = COMMON + ["--data_dir", str(data), "--res_model_path", str(tmp_path / "r"),
+                     "--grad_dir", str(out / "grads"), "--num_epochs", "1", "--beta", "0",
+                     "--batch_size", "10", "--ori_model_path", str(other)]
+    parse = train_model_doctor.get_args_parser().parse_args
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed on other weights "
+                                         r"\(.*model_ori.pth.*--allow_foreign_stats"):
+        train_model_doctor.main(parse(args))
+    assert not (tmp_path / "r").exists()
+    result = train_model_doctor.main(parse(args + ["--allow_foreign_stats"]))
+    assert (tmp_path / "r" / "model_doctor.pth").is_file() and "epoch0_acc" in result
+
+
+def test_mask_size_mismatch_stops_treatment_before_any_output(pipeline, tmp_path):
+    import shutil
+    from PIL import Image
+    data, out = pipeline
+    masks = tmp_path / "masks"
+    shutil.copytree(out / "masks", masks)
+    first = sorted(masks.rglob("*.png"))[0]
+    Image.new("L", (20, 20)).save(first)
+    res = tmp_path / "r"
+    with pytest.raises(ValueError, match=rf"mask .*{first.name} is 20x20 \(WxH\) but its image"):
+        train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
+            COMMON + ["--data_dir", str(data), "--res_model_path", str(res),
+                      "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                      "--grad_dir", str(out / "grads"), "--mask_dir", str(masks),
+                      "--alpha", "0.1", "--beta", "1", "--num_epochs", "1"]))
+    assert not res.exists()
 
 
 def test_treatment_with_background_kernels_and_replay(pipeline, tmp_path):
