@@ -68,7 +68,7 @@ def test_treatment_epoch0_equals_test_py(pipeline, tmp_path, alpha, beta, extra)
     res = tmp_path / "doctor"
     result = train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
         COMMON + ["--data_dir", str(data), "--ori_model_path", str(out / "models" / "model_ori.pth"),
-                  "--res_model_path", str(res), "--grad_dir", str(out / "grads"),
+                  "--model_dir", str(res), "--grad_dir", str(out / "grads"),
                   "--mask_dir", str(out / "masks"), "--alpha", alpha, "--beta", beta,
                   "--num_epochs", "1", "--batch_size", "10", "--expand_px", "1",
                   "--channel_layers", "0,1", *extra]))
@@ -85,7 +85,7 @@ def test_treatment_epoch0_equals_test_py(pipeline, tmp_path, alpha, beta, extra)
 
 def test_treatment_refuses_bad_inputs(pipeline, tmp_path):
     data, out = pipeline
-    base = COMMON + ["--data_dir", str(data), "--res_model_path", str(tmp_path / "r"),
+    base = COMMON + ["--data_dir", str(data), "--model_dir", str(tmp_path / "r"),
                      "--grad_dir", str(out / "grads"), "--num_epochs", "1"]
     parse = train_model_doctor.get_args_parser().parse_args
     with pytest.raises(FileNotFoundError, match="ori_model_path .*missing.pth"):
