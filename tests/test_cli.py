@@ -59,7 +59,8 @@ def test_run_main_turns_user_errors_into_one_line(monkeypatch, capsys):
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)
     parser = argparse.ArgumentParser(prog="tool.py")
     with pytest.raises(SystemExit) as stop:
-        run_main(_main_raising(FileNotFoundError("data folder not found: x\n  (really)")), parser, [])
+        run_main(_main_raising(FileNotFoundError("data folder not found: x\n  (really)")),
+                 parser, [])
     assert stop.value.code == 1
     assert capsys.readouterr().err == "tool.py: error: data folder not found: x (really)\n"
     with pytest.raises(SystemExit) as stop:   # KeyError's str() would add quotes

@@ -95,3 +95,28 @@ def test_treatment_refuses_bad_inputs(pipeline, tmp_path):
         train_model_doctor.main(parse(base + ori + ["--beta", "1"]))
     with pytest.raises(ValueError, match="no statistics for layer"):
         train_model_doctor.main(parse(base + ori + ["--beta", "0", "--channel_layers", "3"]))
+
+
+def test_treatment_writes_the_released_file_and_refuses_anothers_last_pth(pipeline, tmp_path):
+    """--res_model_path names the treated model file (released); in the released layout it
+    shares models/ with train.py, whose last.pth --resume must not continue."""
+    data, out = pipeline
+    shared = tmp_path / "models"
+    shared.mkdir()
+    (shared / "last.pth").write_bytes((out / "models" / "last.pth").read_bytes())
+    argv = COMMON + ["--data_dir", str(data),
+                     "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                     "--res_model_path", str(shared / "model_optim.pth"), "--grad_dir",
+                     str(out / "grads"), "--beta", "0", "--num_epochs", "1", "--batch_size", "10",
+                     "--log_dir", str(tmp_path / "runs")]
+    parse = train_model_doctor.get_args_parser().parse_args
+    with pytest.raises(ValueError, match="last.pth is the state of the run that writes "
+                                         "model_ori.pth"):
+        train_model_doctor.main(parse(argv + ["--resume"]))
+    with pytest.raises(ValueError, match="--model_dir .* contradicts --res_model_path"):
+        train_model_doctor.main(parse(argv + ["--model_dir", str(tmp_path / "elsewhere")]))
+    result = train_model_doctor.main(parse(argv))
+    assert (shared / "model_optim.pth").is_file() and not (shared / "model_doctor.pth").exists()
+    assert json.loads((shared / "result.json").read_text())["best_acc"] == result["best_acc"]
+    result = train_model_doctor.main(parse(argv + ["--resume"]))   # its own last.pth resumes
+    assert result["epochs"] == 1

@@ -79,9 +79,9 @@ def test_released_scripts_chain(tmp_path):
     model_ori = f"{result_path}{exp_name}/models/model_ori.pth"
 
     # scripts/train.sh
-    run_released("train.py", {**model, "num_epochs": 10, "model_dir": f"{result_path}{exp_name}/models",
-                              "data_dir": data, "log_dir": f"{result_path}/runs/{exp_name}",
-                              "device_index": "0"})
+    run_released("train.py", {**model, "num_epochs": 10,
+                              "model_dir": f"{result_path}{exp_name}/models", "data_dir": data,
+                              "log_dir": f"{result_path}/runs/{exp_name}", "device_index": "0"})
     assert (exp / "models" / "model_ori.pth").is_file()
     assert list((Path(result_path) / "runs" / exp_name).glob("events.out.tfevents.*"))
 
