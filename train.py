@@ -27,6 +27,7 @@ import models
 from metrics import ConfusionMeter
 from utils import (RunRecorder, add_device_args, atomic_save, atomic_write_text, get_device,
                    load_checkpoint, save_weights, set_seed, unwrap)
+from utils.cli import HelpFormatter, add_model_data_args, run_main
 from utils.distributed import DistInfo, ShardSampler, all_reduce_sum, cleanup, init_distributed
 
 # extra_loss(batch, images, labels, logits) -> (loss tensor, {name: float}) — the hook
@@ -37,31 +38,28 @@ ExtraLoss = Callable[[tuple, torch.Tensor, torch.Tensor, torch.Tensor],
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
-    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
-    p.add_argument("--in_channels", type=int, default=None,
-                   help="image channels (default: the dataset's)")
-    p.add_argument("--num_classes", type=int, default=None,
-                   help="number of classes (default: from classes.txt); must match the data")
-    p.add_argument("--num_epochs", type=int, default=200)
-    p.add_argument("--model_dir", default="output/train/models", help="checkpoints go here")
+                                formatter_class=HelpFormatter)
+    add_model_data_args(p)
+    p.add_argument("--num_epochs", type=int, default=200, help="training epochs")
+    p.add_argument("--model_dir", default="output/train/models",
+                   help="output folder: model_ori.pth (best epoch), last.pth, result.json")
     p.add_argument("--data_dir", default="data/decoy_digits",
                    help="dataset root holding train/ and test/")
-    p.add_argument("--log_dir", default=None, help="TensorBoard + epoch logs (default: model_dir)")
+    p.add_argument("--log_dir", default=None,
+                   help="TensorBoard scalars, args.json, epochs.jsonl (default: --model_dir)")
     p.add_argument("--batch_size", type=int, default=None,
-                   help="default: 128 at 28/32 px, 32 at 96/224 px (released)")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight_decay", type=float, default=5e-4)
-    p.add_argument("--stem", default=None, choices=models.STEMS,
-                   help="network stem (default: small up to 64 px, imagenet above)")
+                   help="images per step "
+                        "(default: 128 at 28/32 px, 32 at 96/224 px, as released)")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (cosine-annealed)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight_decay", type=float, default=5e-4, help="SGD weight decay")
     p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds weights, shuffling, augmentation and workers")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels (exact resume on GPU, slower)")
     p.add_argument("--resume", action="store_true", help="continue from model_dir/last.pth")
-    p.add_argument("--no_progress", action="store_true", help="hide tqdm progress bars")
+    p.add_argument("--no_progress", action="store_true", help="hide the tqdm progress bars")
     p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
                    help="mixed precision: autocast forward passes (fp16 adds a gradient scaler)")
     p.add_argument("--sync_bn", action="store_true",
@@ -213,6 +211,10 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
     history: dict = {}
     if args.resume and last_path.is_file():
         state = load_checkpoint(last_path)
+        if state.get("best_name", best_name) != best_name:   # e.g. the released layout,
+            raise ValueError(                                 # where both runs share models/
+                f"--resume: {last_path} is the state of the run that writes "
+                f"{state['best_name']}, not {best_name}; give this run its own folder")
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -259,7 +261,7 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
                 save_weights(model, model_dir / best_name, epoch=epoch, acc=meter.top1, **meta)
             history["final_acc"] = meter.top1
             state = _training_state(model, optimizer, scheduler, scaler, epoch, best, args)
-            state["history"] = history
+            state.update(history=history, best_name=best_name)
             atomic_save(state, last_path)
             recorder.log_epoch(epoch, stats)
             print(f"epoch {epoch}/{args.num_epochs} loss {stats['train/loss']:.4f} "
@@ -320,4 +322,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

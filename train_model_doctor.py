@@ -20,33 +20,41 @@ from core.right_reasons import RightReasonsLoss
 from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
                    make_loaders, resolve_data_args, wrap_model)
 from utils import get_device, load_weights, set_seed, weights_fingerprint
+from utils.cli import HelpFormatter, run_main
 from utils.distributed import cleanup, init_distributed
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
                                 parents=[train_parser(add_help=False)], conflict_handler="resolve",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--ori_model_path", default="output/train/models/model_ori.pth",
                    help="the trained classifier to treat")
-    p.add_argument("--res_model_path", default="output/doctor/models",
-                   help="output folder of the treated model")
-    p.add_argument("--model_dir", default=None, help="alias of --res_model_path")
+    p.add_argument("--res_model_path", default=None,
+                   help="the treated model file (released; best test epoch); last.pth and "
+                        "result.json go beside it (default: MODEL_DIR/model_doctor.pth)")
+    p.add_argument("--model_dir", default=None,
+                   help="output folder, when --res_model_path is not given "
+                        "(default: output/doctor/models)")
     p.add_argument("--grad_dir", default="output/grads",
                    help="channel statistics: a folder holding channel_stats.npz, or the file")
     p.add_argument("--mask_dir", default=None,
-                   help="foreground masks <class>/<stem>.png of annotated training images")
+                   help="foreground masks <class>/<stem>.png of annotated training images; "
+                        "read only when --beta > 0 (default: none)")
     p.add_argument("--alpha", type=float, default=10 / 128,
                    help="weight of the channel constraint (batch-mean scale; the released "
                         "alpha=10 at batch 128 is 0.078 here)")
     p.add_argument("--alpha_released", action="store_true",
                    help="read --alpha on the released code's scale (divided by batch size)")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the spatial constraint")
-    p.add_argument("--channel_layers", default="0", help="comma-separated conv layers")
-    p.add_argument("--spatial_layers", default="0", help="comma-separated conv layers")
+    p.add_argument("--channel_layers", default="0",
+                   help="comma-separated conv layers of the channel constraint")
+    p.add_argument("--spatial_layers", default="0",
+                   help="comma-separated conv layers of the spatial constraint")
     p.add_argument("--expand_px", type=int, default=0,
                    help="mask expansion e in input pixels (paper: 30 at 224 px)")
-    p.add_argument("--grad_mode", default="abs", choices=GRAD_MODES)
+    p.add_argument("--grad_mode", default="abs", choices=GRAD_MODES,
+                   help="gradient rectifier: abs (paper) or relu (released code)")
     p.add_argument("--second_term", default="all", choices=SECOND_TERMS,
                    help="all (paper: every channel of the second class) or mask (released)")
     p.add_argument("--noise_draws", type=int, default=1, help="J for the constraint gradients")
@@ -68,12 +76,33 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="append this many annotated images to every training batch (0: off, "
                         "the paper; they are then in about 2 %% of batches at 20 per class)")
     p.add_argument("--init", default="pretrained", choices=("pretrained", "scratch"),
-                   help="start from --ori_model_path (default) or from random weights (released bug)")
+                   help="start from --ori_model_path, or from random weights (released bug)")
     p.add_argument("--allow_foreign_stats", action="store_true",
                    help="use --grad_dir statistics computed for another model name, data set, "
                         "grad_mode or other weights than --ori_model_path")
     p.set_defaults(num_epochs=20)
     return p
+
+
+def resolve_output(args: argparse.Namespace) -> str:
+    """Set ``args.model_dir`` and ``args.res_model_path``; return the treated model's file name.
+
+    ``--res_model_path`` names the file (released meaning), and its folder holds the run's
+    other outputs; without it the model is ``--model_dir``/model_doctor.pth.
+    """
+    if args.res_model_path is None:
+        args.model_dir = args.model_dir or "output/doctor/models"
+        args.res_model_path = str(Path(args.model_dir) / "model_doctor.pth")
+        return "model_doctor.pth"
+    path = Path(args.res_model_path)
+    if path.is_dir() or not path.suffix:
+        raise ValueError(f"--res_model_path {path} must name the treated model file (e.g. "
+                         f"{path / 'model_doctor.pth'}); to name its folder use --model_dir")
+    if args.model_dir is not None and Path(args.model_dir).resolve() != path.parent.resolve():
+        raise ValueError(f"--model_dir {args.model_dir} contradicts --res_model_path {path}; "
+                         "give one of them")
+    args.model_dir = str(path.parent)
+    return path.name
 
 
 def split_layers(text: str) -> list[str]:
@@ -96,7 +125,7 @@ def annotated_tensors(args) -> tuple:
 
 
 def main(args: argparse.Namespace) -> dict:
-    args.model_dir = args.model_dir or args.res_model_path
+    best_name = resolve_output(args)
     set_seed(args.seed, args.deterministic)
     info, device = init_distributed(get_device(args.device, args.device_index))
     spec, _ = resolve_data_args(args)
@@ -150,7 +179,7 @@ def main(args: argparse.Namespace) -> dict:
     optimizer, scheduler = build_optimizer(ddp_model, args)
     try:
         return fit(args, ddp_model, train_loader, test_loader, optimizer, scheduler, device,
-                   best_name="model_doctor.pth", extra_loss=doctor, evaluate_start=True,
+                   best_name=best_name, extra_loss=doctor, evaluate_start=True,
                    info=info)
     finally:
         doctor.remove()
@@ -158,4 +187,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

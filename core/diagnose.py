@@ -39,7 +39,8 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
-from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
+from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
+                       load_trained_model, run_main)
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, rectify  # noqa: E402
 from core.grad_constraint import background_weights  # noqa: E402
@@ -54,7 +55,7 @@ CSV_COLUMNS = ("rank", "file", "label", "class_name", "prediction", "confidence"
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--grad_path", default="output/grads",
                    help="folder holding channel_stats.npz (core/grad_calculate.py), or the file")
@@ -63,23 +64,27 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data_type", default="test", help="split to diagnose")
     p.add_argument("--mask_dir", default=None,
                    help="object masks <class>/<stem>.png (or a root holding <data_type>/); "
-                        "enables background_share")
+                        "enables background_share (default: none)")
     p.add_argument("--layer", default="0",
                    help="conv layer: index from the last conv or module name")
     p.add_argument("--grad_mode", default=None, choices=GRAD_MODES,
-                   help="default: the one the statistics were computed with")
+                   help="gradient rectifier (default: the one the statistics were computed with)")
     p.add_argument("--allow_foreign_stats", action="store_true",
                    help="use statistics computed for another model name, data set or other "
                         "weights than --model_path")
-    p.add_argument("--out_dir", default="output/diagnosis")
+    p.add_argument("--out_dir", default="output/diagnosis",
+                   help="output folder: diagnosis.csv, summary.json, overlay figures")
     p.add_argument("--num_overlays", type=int, default=8,
                    help="images in each overlay figure")
     p.add_argument("--high_path", default=None,
-                   help="sifted high-confidence images: also draw the high/low figure")
-    p.add_argument("--low_path", default=None, help="sifted low-confidence images")
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--no_progress", action="store_true")
+                   help="sifted high-confidence images: also draw the high/low figure "
+                        "(default: none)")
+    p.add_argument("--low_path", default=None,
+                   help="sifted low-confidence images, the figure's second row (default: none)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="images per batch (default: 128 at 28/32 px, 32 at 96/224 px)")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--no_progress", action="store_true", help="hide the tqdm progress bar")
     add_device_args(p)
     return p
 
@@ -299,4 +304,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

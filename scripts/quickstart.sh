@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole Model Doctor pipeline, offline, on the embedded decoy-digits dataset:
 #   prepare data -> train -> sift high -> channel statistics + heat map -> sift low ->
-#   annotate (simulated: labelme JSON traced from ground-truth masks) -> masks ->
+#   per-image diagnosis -> annotate (simulated: labelme JSON traced from ground-truth masks) -> masks ->
 #   treat (control / +Channel / +Space / +All) -> test each -> one table.
 # fast=1 runs the same code path with fewer epochs (CI).
 set -euo pipefail
@@ -51,11 +51,11 @@ step "4/9 channel statistics (J=$noise_draws, delta=$noise_delta) + heat map"
 noise_draws=$noise_draws noise_delta=$noise_delta \
   extra_args="$common --allow_empty_classes --batch_size 128" bash scripts/grad_calculate.sh
 
-step "4b/9 per-image diagnosis of the test set (overlays, Fig. 2b)"
-mask_dir=$data_dir/masks/test extra_args=$common bash scripts/diagnose.sh
-
 step "5/9 sift low-confidence training images (annotation candidates)"
 mode=low num_images=$num_low extra_args=$common bash scripts/image_sift.sh
+
+step "5b/9 per-image diagnosis of the test set (overlays; Fig. 2b from sift/high and sift/low)"
+mask_dir=$data_dir/masks/test extra_args=$common bash scripts/diagnose.sh
 
 step "6/9 annotate: labelme JSON traced from the ground-truth object masks"
 "$PYTHON" preprocessing/synthetic_labelme.py \

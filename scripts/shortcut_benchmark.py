@@ -193,7 +193,7 @@ class Benchmark:
             a = self.args
             quiet(train_model_doctor.main, self.common + [
                 "--data_dir", str(self.decoy_dir), "--ori_model_path", str(model),
-                "--res_model_path", str(res), "--num_epochs", str(a.doctor_epochs),
+                "--model_dir", str(res), "--num_epochs", str(a.doctor_epochs),
                 "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed),
                 *extra])
         return res / "last.pth"

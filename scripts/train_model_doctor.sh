@@ -43,7 +43,7 @@ data_dir=${data_dir:-data/${data_name}}
 ori_model_path=${ori_model_path:-${result_path}/${exp_name}/models/model_ori.pth}
 grad_dir=${grad_dir:-${result_path}/${exp_name}/grads}
 mask_dir=${mask_dir:-${result_path}/${exp_name}/masks}
-res_model_path=${res_model_path:-${result_path}/${exp_name}/${variant}/models}
+res_model_path=${res_model_path:-${result_path}/${exp_name}/${variant}/models/model_doctor.pth}  # last.pth etc. beside it
 log_dir=${log_dir:-${result_path}/${exp_name}/runs/${variant}}
 resume=${resume:-1}
 

@@ -102,5 +102,5 @@ def test_device_choice():
     assert get_device("auto").type in ("cpu", "cuda")
     if not torch.cuda.is_available():
         assert get_device("auto", device_index="0") == torch.device("cpu")   # released flag
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             get_device("cuda:0")
