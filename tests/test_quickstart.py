@@ -17,8 +17,10 @@ def test_quickstart_fast(tmp_path):
                           capture_output=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = (tmp_path / "results" / "quickstart.md").read_text()
-    for row in ("Original model", "Fine-tune control", "+Channel", "+Space", "+All"):
+    for row in ("Original model", "Fine-tune control", "+Channel", "+Space", "+All",
+                "+Kernels (ours, not in the paper)"):
         assert f"| {row} |" in table
+    assert "| random-decoy test top-1 | gradient on background |" in table
     assert "class 9" in table and table in proc.stdout
     exp = tmp_path / "out" / "smallcnn_decoy_digits"
     jsons = list((exp / "labelme").rglob("*.json"))
@@ -32,5 +34,5 @@ def test_quickstart_fast(tmp_path):
     with Image.open(exp / "diagnosis" / "overlays_high_low.png") as figure:
         assert figure.height > 1.5 * 2.6 * 120     # two rows of 2.6 in at 120 dpi, not one
     assert (exp / "diagnosis" / "diagnosis.csv").is_file()
-    for variant in ("control", "channel", "space", "all"):
+    for variant in ("control", "channel", "space", "all", "kernels"):
         assert (exp / variant / "models" / "test_final_clean.json").is_file()
