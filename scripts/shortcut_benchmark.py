@@ -123,7 +123,8 @@ class Benchmark:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.out = Path(args.out_dir)
-        tag = f"{args.decoy_kind}{args.decoy_strength}_{args.train_per_class}"
+        strength = "" if args.decoy_kind == "none" else args.decoy_strength
+        tag = f"{args.decoy_kind}{strength}_{args.train_per_class}"
         root = Path(args.data_root)
         self.plain = root / args.base_data
         self.decoy_dir = root / f"shortcut_{args.base_data}_{tag}"
