@@ -3,6 +3,8 @@
 # treatment cures it — untreated, fine-tune control, the paper's +All, RRR with every mask,
 # and the background-kernel constraint with 20 masks per class; mean ± std over seeds.
 # Fashion-MNIST comes from data/raw/fashion_mnist or Debian's dataset-fashion-mnist.
+# The paper's gains on real, decoy-free data (results/gains.md):
+#   decoy_kind=none variants=control,channel,space,paper bash scripts/shortcut_benchmark.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -21,7 +23,8 @@ budget=${budget:-20}                          # annotated images per class (pape
 gammas=${gammas:-0.3,1,3}                     # searched on val (first seed)
 rrr_lambdas=${rrr_lambdas:-0.1,1,10}          # searched on val (first seed)
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
-out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}${decoy_strength}}
+variants=${variants:-control,paper,rrr_all,kernels}  # also: channel, space
+out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
 results_dir=${results_dir:-results}
 
 "${PYTHON}" scripts/shortcut_benchmark.py \
@@ -39,5 +42,6 @@ results_dir=${results_dir:-results}
   --gammas "${gammas}" \
   --rrr_lambdas "${rrr_lambdas}" \
   --kernel_layers="${kernel_layers}" \
+  --variants "${variants}" \
   --out_dir "${out_dir}" \
   --results_dir "${results_dir}"
