@@ -274,14 +274,8 @@ def test_diagnose_runs_as_a_script_from_the_repo_root():
 
 def test_class_background_shares_by_hand():
     from core.diagnose import class_background_shares
-    from toy import make_toy
-    net = make_toy(in_channels=2, channels=2, num_classes=3)
-    with torch.no_grad():
-        net.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
-        net.conv.bias.fill_(-0.1)
-    fg = torch.zeros(4, 1, 4, 4)
-    fg[:, :, 1:3, 1:3] = 1.0
-    x = torch.cat([1.0 - fg, 2.0 * fg], dim=1)     # kernel 0 fires on background, 1 on object
+    from toy import make_background_toy
+    net, x, fg = make_background_toy(batch=4)    # kernel 0 fires on background, 1 on object
     labels = torch.tensor([0, 0, 2, 2])
     annotated = torch.tensor([True, True, True, False])
     loader = [(x[:2], labels[:2], ["a", "b"], fg[:2], annotated[:2]),

@@ -8,7 +8,7 @@ from core.grad_constraint import (DoctorLoss, background_share, background_weigh
                                   channel_loss, dilate, kernel_loss,
                                   second_class, spatial_loss)
 from core.hooks import FeatureHooks
-from toy import conv_out, make_toy
+from toy import conv_out, make_background_toy, make_toy
 
 
 def toy_grads(net, x, classes):
@@ -263,22 +263,8 @@ def test_kernel_loss_by_hand():
                                torch.as_tensor(2 * expect))
 
 
-def _two_kernel_toy():
-    """Kernel 0 sees input channel 0 (background texture), kernel 1 channel 1 (object)."""
-    net = make_toy(in_channels=2, channels=2, num_classes=3)
-    with torch.no_grad():
-        net.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
-        net.conv.bias.fill_(-0.1)
-    x = torch.zeros(6, 2, 4, 4)
-    fg = torch.zeros(6, 1, 4, 4)
-    fg[:, :, 1:3, 1:3] = 1.0
-    x[:, 0] = 1.0 - fg[:, 0]           # texture on the background only
-    x[:, 1] = fg[:, 0] * 2.0           # object
-    return net, x, fg
-
-
 def test_find_kernels_picks_the_background_kernel_and_restores_mode():
-    net, x, fg = _two_kernel_toy()
+    net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     net.train()
     doctor = DoctorLoss(net, None, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
@@ -291,7 +277,7 @@ def test_find_kernels_picks_the_background_kernel_and_restores_mode():
 
 
 def test_kernel_term_trains_only_the_background_kernel():
-    net, x, fg = _two_kernel_toy()
+    net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     doctor = DoctorLoss(net, None, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
                         annotated=(x[:3], labels[:3], fg[:3]))

@@ -29,3 +29,17 @@ def make_toy(seed=0, in_channels=1, channels=3, num_classes=4):
 def conv_out(net, x):
     with torch.no_grad():
         return net.conv(x)
+
+
+def make_background_toy(batch=6, size=4):
+    """Kernel 0 sees input channel 0, a texture on the background only; kernel 1 sees
+    channel 1, the object (the centre square). Returns ``(net, x, fg)``; ``fg`` is the
+    ``[B, 1, H, W]`` object mask. Background cells: ``size² − 4``, object cells: 4."""
+    net = make_toy(in_channels=2, channels=2, num_classes=3)
+    with torch.no_grad():
+        net.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        net.conv.bias.fill_(-0.1)
+    fg = torch.zeros(batch, 1, size, size)
+    fg[:, :, 1:3, 1:3] = 1.0
+    x = torch.cat([1.0 - fg, 2.0 * fg], dim=1)
+    return net, x, fg
