@@ -107,6 +107,19 @@ def quiet(fn, argv: list[str]):
         return fn(module.get_args_parser().parse_args(argv))
 
 
+RUN_KEYS = ("alpha", "beta", "gamma", "rrr_lambda", "kernel_layers", "kernel_tau", "grad_dir",
+            "mask_dir", "ori_model_path", "num_epochs", "lr", "batch_size", "seed")
+
+
+def same_run(args_json: Path, argv: list[str]) -> bool:
+    """Whether the run recorded in ``args_json`` had the settings ``argv`` asks for."""
+    if not args_json.is_file():
+        return False
+    recorded = json.loads(args_json.read_text())
+    wanted = vars(train_model_doctor.get_args_parser().parse_args(argv))
+    return all(str(recorded.get(k)) == str(wanted.get(k)) for k in RUN_KEYS)
+
+
 def search_dir(name: str, value: float) -> str:
     return f"search/kernels_g{value:g}" if name == "kernels" else f"search/rrr_l{value:g}"
 
@@ -189,14 +202,19 @@ class Benchmark:
         return grads
 
     def treat(self, run: Path, name: str, model: Path, seed: int, extra: list[str]) -> Path:
+        """Fine-tune ``model`` into ``run/name``; a finished run is reused only when its
+        recorded arguments are the ones asked for (else it is run again)."""
         res = run / name
+        a = self.args
+        argv = self.common + [
+            "--data_dir", str(self.decoy_dir), "--ori_model_path", str(model),
+            "--model_dir", str(res), "--num_epochs", str(a.doctor_epochs),
+            "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed), *extra]
+        if (res / "result.json").is_file() and not same_run(res / "args.json", argv):
+            for stale in [res / "result.json", *res.glob("bench_*.json")]:
+                stale.unlink()
         if not (res / "result.json").is_file():
-            a = self.args
-            quiet(train_model_doctor.main, self.common + [
-                "--data_dir", str(self.decoy_dir), "--ori_model_path", str(model),
-                "--model_dir", str(res), "--num_epochs", str(a.doctor_epochs),
-                "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed),
-                *extra])
+            quiet(train_model_doctor.main, argv)
         return res / "last.pth"
 
     def evaluate(self, model: Path, data_dir: Path, split: str) -> float:

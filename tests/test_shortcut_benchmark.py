@@ -74,3 +74,15 @@ def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
     assert "+Channel" in text and "| test top-1 |" in text and "Gap:" not in text
     assert "| Untreated model |" in text
     assert not (tmp_path / "out" / "seed0" / "clean").exists()
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
+    argv = ["--model_name", "smallcnn", "--data_name", "decoy_mnist", "--gamma", "0.3",
+            "--mask_dir", "m", "--alpha", "0", "--beta", "0", "--seed", "1"]
+    parsed = vars(shortcut_benchmark.train_model_doctor.get_args_parser().parse_args(argv))
+    record = tmp_path / "args.json"
+    record.write_text(json.dumps(parsed))
+    assert shortcut_benchmark.same_run(record, argv)
+    assert not shortcut_benchmark.same_run(record, argv[:5] + ["1"] + argv[6:])   # gamma 1
+    assert not shortcut_benchmark.same_run(record, argv[:-1] + ["2"])             # seed 2
+    assert not shortcut_benchmark.same_run(tmp_path / "missing.json", argv)
