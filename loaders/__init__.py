@@ -8,14 +8,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loaders.folder import ImageFolderDataset, MaskedImageFolder, read_classes
+from loaders.memory import DATA_MODES, MemoryDataset, MemoryLoader, use_memory
 from loaders.registry import DATASETS, DatasetSpec, get_spec, register_dataset
 from loaders.transforms import build_transform, channel_stats
 from utils.runtime import seed_worker
 
 __all__ = [
-    "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder", "build_dataset",
-    "build_transform", "channel_stats", "get_spec", "load_data", "load_data_mask",
-    "make_loader", "read_classes", "register_dataset", "resolve_split",
+    "DATA_MODES", "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder",
+    "MemoryDataset", "MemoryLoader", "build_dataset", "build_transform", "channel_stats",
+    "get_spec", "load_data", "load_data_mask", "make_loader", "read_classes",
+    "register_dataset", "resolve_split", "use_memory",
 ]
 
 
@@ -31,28 +33,40 @@ def resolve_split(data_path: str | os.PathLike, data_type: str) -> Path:
 
 def build_dataset(data_name: str, data_path, data_type: str = "train", in_channels=None,
                   train_transform: bool | None = None, mask_dir=None, allow_empty=False,
-                  require_masks=True) -> Dataset:
-    """The dataset for ``data_type``; ``train_transform`` defaults to ``data_type == 'train'``."""
+                  require_masks=True, data_mode: str = "folder") -> Dataset:
+    """The dataset for ``data_type``; ``train_transform`` defaults to ``data_type == 'train'``.
+
+    ``data_mode``: ``folder`` decodes and transforms image by image; ``memory`` decodes the
+    split once and augments whole batches (:mod:`loaders.memory`, up to 64 px); ``auto`` picks
+    ``memory`` where it applies.
+    """
     spec = get_spec(data_name)
     in_channels = in_channels or spec.in_channels
     train = data_type == "train" if train_transform is None else train_transform
-    transform = build_transform(spec, train, in_channels)
+    memory = use_memory(spec, data_mode)
+    transform = None if memory else build_transform(spec, train, in_channels)
     root = resolve_split(data_path, data_type)
     if mask_dir is None:
-        return ImageFolderDataset(root, transform, in_channels, allow_empty=allow_empty)
-    return MaskedImageFolder(root, mask_dir, transform, in_channels, allow_empty=allow_empty,
-                             require_any=require_masks)
+        dataset = ImageFolderDataset(root, transform, in_channels, allow_empty=allow_empty)
+    else:
+        dataset = MaskedImageFolder(root, mask_dir, transform, in_channels,
+                                    allow_empty=allow_empty, require_any=require_masks)
+    return MemoryDataset(dataset, spec, train) if memory else dataset
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0,
                 device: torch.device | None = None, seed: int = 0,
-                sampler: Sampler | None = None, drop_last: bool = False) -> DataLoader:
-    """A DataLoader with seeded shuffling and workers, pinned memory on CUDA.
+                sampler: Sampler | None = None,
+                drop_last: bool = False) -> DataLoader | MemoryLoader:
+    """A DataLoader with seeded shuffling and workers, pinned memory on CUDA (for a
+    :class:`MemoryDataset`: a :class:`MemoryLoader`, which needs no workers).
 
     Workers are not persistent: they are re-created each epoch from the loader's generator,
     which :func:`train.fit` reseeds per epoch, so a resumed run augments exactly as an
     uninterrupted one.
     """
+    if isinstance(dataset, MemoryDataset):
+        return MemoryLoader(dataset, batch_size, shuffle, device, seed, sampler, drop_last)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(
