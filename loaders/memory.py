@@ -141,6 +141,8 @@ def load_images(folder: ImageFolderDataset, size: int) -> np.ndarray:
 
 
 def load_masks(folder: MaskedImageFolder, size: int) -> np.ndarray:
+    if folder.num_annotated == 0:        # nothing to decode (and maybe no mask folder to cache in)
+        return np.zeros((len(folder), 1, size, size), np.uint8)
     images = [folder.root / rel for rel, _ in folder.samples]
     key = files_key(images + folder.mask_paths, folder.in_channels, size)
     split_id = hashlib.sha256(str(folder.root.resolve()).encode()).hexdigest()[:12]

@@ -264,3 +264,11 @@ def test_folder_mode_still_trains(tmp_path):
     result = train.main(args)
     assert 0 <= result["final_acc"] <= 1
     assert not (data / "train" / ".decoded_1ch.npz").exists()
+
+
+def test_no_masks_found_creates_no_folder(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=2)
+    ds = loaders.build_dataset("digits", root, "train", mask_dir=tmp_path / "nowhere",
+                               require_masks=False, data_mode="memory")
+    assert ds.num_annotated == 0 and not ds.annotated.any() and ds.masks.sum() == 0
+    assert ds.masks.shape == (6, 1, 32, 32) and not (tmp_path / "nowhere").exists()
