@@ -18,6 +18,7 @@ batches equal the per-image pipeline's bit for bit.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -180,6 +181,23 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return x.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
 
 
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device):
+    """Run the block with one intra-op thread if ``device`` is the CPU. A batch's augmentation
+    is a few memory-bound passes over well under a megabyte: one thread does them in about a
+    millisecond, while handing each pass to a second thread stalled it for 30–100 ms on a
+    loaded 2-core machine."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class MemoryDataset(Dataset):
     """A decoded split built from a folder dataset without a transform.
 
@@ -230,19 +248,20 @@ class MemoryDataset(Dataset):
         """The samples ``index`` as one batch on ``device``, augmented if ``train`` with
         draws from ``generator`` (the global RNG if None)."""
         images, masks, mean, std = self.stored(device)
-        on_device = index.to(images.device)
-        x = images[on_device]
-        m = masks[on_device] if masks is not None else None
-        if self.train:
-            top, left, flip = (t.to(images.device) for t in
-                               draw_augmentation(len(index), self.hflip, generator))
-            x = crop_flip(x, top, left, flip)
-            m = crop_flip(m, top, left, flip) if m is not None else None
-        out = (normalize(x, mean, std), self.labels[index].to(images.device),
-               [self.paths[i] for i in index.tolist()])
-        if m is None:
-            return out
-        return out + (m.float(), self.annotated[index])
+        with one_cpu_thread(images.device):
+            on_device = index.to(images.device)
+            x = images[on_device]
+            m = masks[on_device] if masks is not None else None
+            if self.train:
+                top, left, flip = (t.to(images.device) for t in
+                                   draw_augmentation(len(index), self.hflip, generator))
+                x = crop_flip(x, top, left, flip)
+                m = crop_flip(m, top, left, flip) if m is not None else None
+            out = (normalize(x, mean, std), self.labels[index].to(images.device),
+                   [self.paths[i] for i in index.tolist()])
+            if m is not None:
+                out += (m.float(), self.annotated[index])
+        return out
 
     def __getitem__(self, index: int):
         sample = self.batch(torch.tensor([index]))

@@ -272,3 +272,15 @@ def test_no_masks_found_creates_no_folder(tmp_path):
                                require_masks=False, data_mode="memory")
     assert ds.num_annotated == 0 and not ds.annotated.any() and ds.masks.sum() == 0
     assert ds.masks.shape == (6, 1, 32, 32) and not (tmp_path / "nowhere").exists()
+
+
+def test_thread_count_restored_after_each_batch(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=4, channels=3)
+    ds = loaders.build_dataset("cifar10", root, "train", data_mode="memory")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in loaders.make_loader(ds, 4, True):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
