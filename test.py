@@ -10,20 +10,24 @@ import numpy as np
 import loaders
 from train import evaluate
 from utils import add_device_args, atomic_write_text, get_device
-from utils.cli import add_model_data_args, load_trained_model
+from utils.cli import HelpFormatter, add_model_data_args, load_trained_model, run_main
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_model_data_args(p, model_path="output/train/models/model_ori.pth")
-    p.add_argument("--data_dir", default="data/decoy_digits")
-    p.add_argument("--data_type", default="test", help="split folder to evaluate")
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--data_dir", "--data_path", dest="data_dir", default="data/decoy_digits",
+                   help="dataset root holding the --data_type folder, or the folder of class "
+                        "folders to evaluate (released --data_path, e.g. data/cifar10/test)")
+    p.add_argument("--data_type", default="test",
+                   help="split folder to evaluate when --data_dir holds it")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="images per batch (default: 128 at 28/32 px, 32 at 96/224 px)")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
     p.add_argument("--result_path", default=None,
-                   help="JSON output (default: test_<data_type>.json beside --model_path)")
-    p.add_argument("--no_progress", action="store_true")
+                   help="JSON output (default: test_<split folder>.json beside --model_path)")
+    p.add_argument("--no_progress", action="store_true", help="hide the tqdm progress bar")
     add_device_args(p)
     return p
 
@@ -52,9 +56,10 @@ def main(args: argparse.Namespace) -> dict:
                                  args.workers, device)
     meter = evaluate(model, loader, device, args.num_classes, not args.no_progress)
     per_class = meter.per_class()
+    split = Path(dataset.root).resolve().name   # --data_type, or the folder --data_path names
     result = {
         "model_path": str(args.model_path), "model_name": args.model_name,
-        "data_dir": str(args.data_dir), "data_type": args.data_type,
+        "data_dir": str(args.data_dir), "data_type": split,
         "num_images": meter.count, "top1": meter.top1, "top5": meter.top5, "loss": meter.loss,
         "classes": dataset.classes,
         "per_class": [None if np.isnan(a) else float(a) for a in per_class],
@@ -62,11 +67,11 @@ def main(args: argparse.Namespace) -> dict:
         "confusion_matrix": meter.cm.tolist(),
     }
     print(format_report(result))
-    out = Path(args.result_path or Path(args.model_path).parent / f"test_{args.data_type}.json")
+    out = Path(args.result_path or Path(args.model_path).parent / f"test_{split}.json")
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {out}")
     return result
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

@@ -27,6 +27,7 @@ import models
 from metrics import ConfusionMeter
 from utils import (RunRecorder, add_device_args, atomic_save, atomic_write_text, get_device,
                    load_checkpoint, save_weights, set_seed, unwrap)
+from utils.cli import HelpFormatter, add_model_data_args, run_main
 from utils.distributed import DistInfo, ShardSampler, all_reduce_sum, cleanup, init_distributed
 
 # extra_loss(batch, images, labels, logits) -> (loss tensor, {name: float}) — the hook
@@ -37,36 +38,33 @@ ExtraLoss = Callable[[tuple, torch.Tensor, torch.Tensor, torch.Tensor],
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
-    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
-    p.add_argument("--in_channels", type=int, default=None,
-                   help="image channels (default: the dataset's)")
-    p.add_argument("--num_classes", type=int, default=None,
-                   help="number of classes (default: from classes.txt); must match the data")
-    p.add_argument("--num_epochs", type=int, default=200)
-    p.add_argument("--model_dir", default="output/train/models", help="checkpoints go here")
+                                formatter_class=HelpFormatter)
+    add_model_data_args(p)
+    p.add_argument("--num_epochs", type=int, default=200, help="training epochs")
+    p.add_argument("--model_dir", default="output/train/models",
+                   help="output folder: model_ori.pth (best epoch), last.pth, result.json")
     p.add_argument("--data_dir", default="data/decoy_digits",
                    help="dataset root holding train/ and test/")
-    p.add_argument("--log_dir", default=None, help="TensorBoard + epoch logs (default: model_dir)")
+    p.add_argument("--log_dir", default=None,
+                   help="TensorBoard scalars, args.json, epochs.jsonl (default: --model_dir)")
     p.add_argument("--batch_size", type=int, default=None,
-                   help="default: 128 at 28/32 px, 32 at 96/224 px (released)")
-    p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight_decay", type=float, default=5e-4)
-    p.add_argument("--stem", default=None, choices=models.STEMS,
-                   help="network stem (default: small up to 64 px, imagenet above)")
+                   help="images per step "
+                        "(default: 128 at 28/32 px, 32 at 96/224 px, as released)")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (cosine-annealed)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight_decay", type=float, default=5e-4, help="SGD weight decay")
     p.add_argument("--workers", type=int, default=2,
                    help="data loader worker processes (folder data mode only)")
     p.add_argument("--data_mode", default="auto", choices=loaders.DATA_MODES,
                    help="memory: decode each split once (cached beside the data) and augment "
                         "whole batches on the device (up to 64 px); folder: decode and "
                         "transform image by image; auto: memory where it applies")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds weights, shuffling, augmentation and workers")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels (exact resume on GPU, slower)")
     p.add_argument("--resume", action="store_true", help="continue from model_dir/last.pth")
-    p.add_argument("--no_progress", action="store_true", help="hide tqdm progress bars")
+    p.add_argument("--no_progress", action="store_true", help="hide the tqdm progress bars")
     p.add_argument("--amp", default="off", choices=("off", "bf16", "fp16"),
                    help="mixed precision: autocast forward passes (fp16 adds a gradient scaler)")
     p.add_argument("--sync_bn", action="store_true",
@@ -205,6 +203,7 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
     info = info or DistInfo()
     is_main = info.is_main
     sampler = getattr(train_loader, "sampler", None)
+    batch_sampler = getattr(train_loader, "batch_sampler", None)
     model_dir = Path(args.model_dir)
     recorder = RunRecorder(args.log_dir or model_dir, args, enabled=is_main)
     progress = is_main and not args.no_progress
@@ -217,6 +216,10 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
     history: dict = {}
     if args.resume and last_path.is_file():
         state = load_checkpoint(last_path)
+        if state.get("best_name", best_name) != best_name:   # e.g. the released layout,
+            raise ValueError(                                 # where both runs share models/
+                f"--resume: {last_path} is the state of the run that writes "
+                f"{state['best_name']}, not {best_name}; give this run its own folder")
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -243,11 +246,15 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
         set_seed(args.seed * 100003 + epoch)
         if train_loader.generator is not None:  # shuffling and worker seeds
             train_loader.generator.manual_seed(args.seed * 100003 + epoch)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        for s in {id(x): x for x in (sampler, batch_sampler)}.values():
+            if hasattr(s, "set_epoch"):   # distributed shuffling, replayed annotations
+                s.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
+        start_epoch_hook = getattr(extra_loss, "start_epoch", None)  # DoctorLoss: refresh state
+        before = start_epoch_hook(epoch) if start_epoch_hook is not None else {}
         stats = train_one_epoch(model, train_loader, optimizer, device, epoch,
                                 args.num_classes, extra_loss, progress, info, amp, scaler)
+        stats.update(before)
         scheduler.step()
         meter = evaluate(model, test_loader, device, args.num_classes, progress, info=info,
                          amp=amp)
@@ -259,7 +266,7 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
                 save_weights(model, model_dir / best_name, epoch=epoch, acc=meter.top1, **meta)
             history["final_acc"] = meter.top1
             state = _training_state(model, optimizer, scheduler, scaler, epoch, best, args)
-            state["history"] = history
+            state.update(history=history, best_name=best_name)
             atomic_save(state, last_path)
             recorder.log_epoch(epoch, stats)
             print(f"epoch {epoch}/{args.num_epochs} loss {stats['train/loss']:.4f} "
@@ -322,4 +329,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

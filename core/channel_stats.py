@@ -10,6 +10,8 @@ Per class, ``A_n = Σ_images a_n``; ``Â_n`` is ``A_n`` min-max normalised over 
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -70,6 +72,15 @@ def channel_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tens
             a = rectify(g, grad_mode).sum(dim=(2, 3))                 # [J·B, K]
             out[name] = a.view(draws, batch, -1).mean(dim=0).detach()
     return out
+
+
+def _invalid_reason(error: Exception) -> str:
+    """A short reason for an unreadable file, without the reader's advice to unpickle it."""
+    if isinstance(error, KeyError):
+        return f"array {error} missing"
+    if isinstance(error, (zipfile.BadZipFile, EOFError)) or "pickle" in str(error):
+        return "not an .npz archive, or a truncated one"
+    return f"{type(error).__name__}: {error}"
 
 
 class ChannelStatistics:
@@ -136,19 +147,89 @@ class ChannelStatistics:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ChannelStatistics":
+        """Read a file written by :meth:`save`.
+
+        Raises FileNotFoundError, or a ValueError naming the file if it is not a valid
+        statistics file (not an ``.npz``, truncated, missing or ill-shaped arrays). Arrays
+        are never unpickled.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"statistics file not found: {path}")
-        with np.load(path, allow_pickle=False) as z:
-            names = [str(n) for n in z["layers"]]
-            settings = {k.split("/", 1)[1]: z[k].item() for k in z.files if k.startswith("setting/")}
-            stats = cls(dict(zip(names, (int(c) for c in z["channels"]))),
-                        int(z["num_classes"]), float(z["theta"]), settings)
-            stats.counts = torch.from_numpy(z["counts"].astype(np.int64))
-            for i, name in enumerate(names):
-                stats.sums[name] = torch.from_numpy(z[f"layer{i}/sum"].astype(np.float64))
+        try:
+            stats = cls._read(path)
+        except PermissionError:
+            raise
+        except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError,
+                zipfile.BadZipFile, RuntimeError) as e:
+            # numpy's own message may suggest allow_pickle=True: give ours instead
+            reason = _invalid_reason(e)
+            raise ValueError(f"{path} is not a valid channel statistics file (the .npz that "
+                             f"core/grad_calculate.py writes): {reason}") from None
         stats.path = path
         return stats
+
+    @classmethod
+    def _read(cls, path: Path) -> "ChannelStatistics":
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files"):
+                raise ValueError("a single array, not an archive of arrays")
+            names = [str(n) for n in z["layers"]]
+            channels = [int(c) for c in z["channels"]]
+            if len(channels) != len(names):
+                raise ValueError(f"{len(names)} layers but {len(channels)} channel counts")
+            settings = {k.split("/", 1)[1]: z[k].item() for k in z.files if k.startswith("setting/")}
+            stats = cls(dict(zip(names, channels)), int(z["num_classes"]), float(z["theta"]),
+                        settings)
+            counts = z["counts"]
+            if counts.shape != (stats.num_classes,):
+                raise ValueError(f"'counts' has shape {counts.shape}, expected "
+                                 f"({stats.num_classes},)")
+            stats.counts = torch.from_numpy(counts.astype(np.int64))
+            for i, name in enumerate(names):
+                sums = z[f"layer{i}/sum"]
+                if sums.shape != (stats.num_classes, channels[i]):
+                    raise ValueError(f"'layer{i}/sum' has shape {sums.shape}, expected "
+                                     f"({stats.num_classes}, {channels[i]})")
+                stats.sums[name] = torch.from_numpy(sums.astype(np.float64))
+        return stats
+
+    def check_settings(self, run: dict, fingerprint: str | None = None,
+                       escape: str | None = None) -> None:
+        """Refuse statistics computed for another model, data set or run.
+
+        Args:
+            run: this run's settings (``model_name``, ``data_name``, ``grad_mode``, ...);
+                each one the file also stores must be equal (``None`` values are skipped).
+            fingerprint: :func:`utils.weights_fingerprint` of the model about to use the
+                statistics; it must equal the ``model_fingerprint`` of the weights they were
+                computed on (a file without one only warns: it cannot be verified).
+            escape: the flag that skips this check, named in the error.
+        Raises:
+            ValueError naming the file and the first mismatching setting.
+        """
+        where = getattr(self, "path", "statistics")
+        hint = f", or pass {escape} to use them anyway" if escape else ""
+        for key, value in run.items():
+            if value is None or key not in self.settings:
+                continue
+            if str(self.settings[key]) != str(value):
+                raise ValueError(f"{where} was computed with {key}={self.settings[key]!r}, this "
+                                 f"run has {key}={value!r}: recompute the statistics "
+                                 f"(core/grad_calculate.py) for this run{hint}")
+        if fingerprint is None:
+            return
+        stored = self.settings.get("model_fingerprint")
+        if stored is None:
+            warnings.warn(f"{where} stores no weights fingerprint: cannot check that it was "
+                          f"computed on this model's weights", stacklevel=2)
+        elif str(stored) != fingerprint:
+            source = self.settings.get("model_path", "?")
+            raise ValueError(f"{where} was computed on other weights ({source}, fingerprint "
+                             f"{str(stored)[:12]}) than this model's (fingerprint "
+                             f"{fingerprint[:12]}): another run or epoch of "
+                             f"{self.settings.get('model_name', 'the model')}; recompute the "
+                             f"statistics (core/grad_calculate.py) for these weights{hint}")
 
     def check_model(self, model: nn.Module, layers: Sequence[str], num_classes: int,
                     source: str = "statistics") -> None:

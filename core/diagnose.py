@@ -14,7 +14,8 @@ masks of ``channel_stats.npz`` (METHOD §3)::
     off_mask_share    = Σ_k (1 − M[n, k]) Σ_hw c(∂y_n/∂m_k)  /  Σ_k Σ_hw c(∂y_n/∂m_k)
     background_share  = Σ_hw Bg ⊙ Σ_k c(∂y_n/∂m_k)  /  Σ_hw Σ_k c(∂y_n/∂m_k)
 
-(``Bg = 1 − object mask``, area-resized to ``H × W``; only for images with a mask). Images are
+(``Bg`` = the mask's background pixels, ignored ones excluded, area-resized to ``H × W``;
+only for images with a mask). Images are
 ranked by ``off_mask_share``, most strayed first. Writes ``out_dir/diagnosis.csv``,
 ``summary.json``, overlay figures of the most strayed and the most typical images (and, with
 ``--high_path``, the Fig. 2(b) high/low-confidence figure) and TensorBoard figures in
@@ -38,12 +39,15 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
-from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
+from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
+                       load_trained_model, run_main)
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, rectify  # noqa: E402
+from core.grad_constraint import background_weights  # noqa: E402
 from core.visualize import (diagnosis_figures, overlay_figure, overlay_panel,  # noqa: E402
                             score_gradients)
-from utils import RunRecorder, add_device_args, atomic_write_text, get_device  # noqa: E402
+from utils import (RunRecorder, add_device_args, atomic_write_text, get_device,  # noqa: E402
+                   weights_fingerprint)
 
 CSV_COLUMNS = ("rank", "file", "label", "class_name", "prediction", "confidence",
                "off_mask_share", "background_share")
@@ -51,7 +55,7 @@ CSV_COLUMNS = ("rank", "file", "label", "class_name", "prediction", "confidence"
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--grad_path", default="output/grads",
                    help="folder holding channel_stats.npz (core/grad_calculate.py), or the file")
@@ -60,20 +64,27 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data_type", default="test", help="split to diagnose")
     p.add_argument("--mask_dir", default=None,
                    help="object masks <class>/<stem>.png (or a root holding <data_type>/); "
-                        "enables background_share")
+                        "enables background_share (default: none)")
     p.add_argument("--layer", default="0",
                    help="conv layer: index from the last conv or module name")
     p.add_argument("--grad_mode", default=None, choices=GRAD_MODES,
-                   help="default: the one the statistics were computed with")
-    p.add_argument("--out_dir", default="output/diagnosis")
+                   help="gradient rectifier (default: the one the statistics were computed with)")
+    p.add_argument("--allow_foreign_stats", action="store_true",
+                   help="use statistics computed for another model name, data set or other "
+                        "weights than --model_path")
+    p.add_argument("--out_dir", default="output/diagnosis",
+                   help="output folder: diagnosis.csv, summary.json, overlay figures")
     p.add_argument("--num_overlays", type=int, default=8,
                    help="images in each overlay figure")
     p.add_argument("--high_path", default=None,
-                   help="sifted high-confidence images: also draw the high/low figure")
-    p.add_argument("--low_path", default=None, help="sifted low-confidence images")
-    p.add_argument("--batch_size", type=int, default=None)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--no_progress", action="store_true")
+                   help="sifted high-confidence images: also draw the high/low figure "
+                        "(default: none)")
+    p.add_argument("--low_path", default=None,
+                   help="sifted low-confidence images, the figure's second row (default: none)")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="images per batch (default: 128 at 28/32 px, 32 at 96/224 px)")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--no_progress", action="store_true", help="hide the tqdm progress bar")
     add_device_args(p)
     return p
 
@@ -139,7 +150,8 @@ def diagnose(model: torch.nn.Module, loader, layer_name: str, mask: torch.Tensor
         if len(batch) >= 5:
             annotated = torch.as_tensor(batch[4], device=device).bool()
             if annotated.any():
-                share = background_share(g.sum(dim=1), 1.0 - batch[3].to(device))
+                background = (batch[3].round() == loaders.MASK_BACKGROUND).float()
+                share = background_share(g.sum(dim=1), background.to(device))
                 bg = torch.where(annotated, share, bg)
         conf, preds = logits.float().softmax(dim=1).max(dim=1)
         for key, value in (("labels", labels), ("preds", preds), ("confidence", conf),
@@ -149,6 +161,30 @@ def diagnose(model: torch.nn.Module, loader, layer_name: str, mask: torch.Tensor
     result = {k: torch.cat(v).numpy() for k, v in out.items() if k != "files"}
     result["files"] = out["files"]
     return result
+
+
+@torch.no_grad()
+def class_background_shares(model: torch.nn.Module, loader, layer_name: str, num_classes: int,
+                            device: torch.device, grad_mode: str = "abs") -> np.ndarray:
+    """Per class, the mean ``background_share`` of its annotated images: how much of the
+    class score's gradient at ``layer_name`` lies on the background. A shortcut in the
+    background shows as a large share. ``loader`` yields ``(image, label, rel, mask,
+    annotated)``; the model is put in eval mode. Returns ``[num_classes]`` (NaN: no image).
+    """
+    model.eval()
+    sums, counts = np.zeros(num_classes), np.zeros(num_classes)
+    for batch in loader:
+        images = batch[0].to(device, non_blocking=True)
+        labels = batch[1].to(device, non_blocking=True)
+        annotated = torch.as_tensor(batch[4], device=device).bool()
+        grad, _ = score_gradients(model, images, labels, layer_name)
+        background = background_weights(batch[3].to(device), annotated)
+        share = background_share(rectify(grad, grad_mode).sum(dim=1), background)
+        keep = annotated & share.isfinite()
+        np.add.at(sums, labels[keep].cpu().numpy(), share[keep].cpu().numpy())
+        np.add.at(counts, labels[keep].cpu().numpy(), 1)
+    with np.errstate(invalid="ignore"):
+        return sums / counts
 
 
 def rank_order(off: np.ndarray) -> np.ndarray:
@@ -214,6 +250,10 @@ def main(args: argparse.Namespace) -> dict:
     layer = models.load_modules(model, [args.layer])[0][0]
     stats = ChannelStatistics.load(stats_file(args.grad_path))
     stats.check_model(model, [layer], args.num_classes)
+    if not args.allow_foreign_stats:   # an explicit --grad_mode may differ from theirs
+        stats.check_settings({"model_name": args.model_name, "data_name": args.data_name,
+                              "in_channels": args.in_channels}, weights_fingerprint(model),
+                             escape="--allow_foreign_stats")
     args.grad_mode = args.grad_mode or str(stats.settings.get("grad_mode", "abs"))
     loader = loaders.make_loader(dataset, args.batch_size or spec.batch_size, False,
                                  args.workers, device)
@@ -264,4 +304,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

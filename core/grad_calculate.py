@@ -21,21 +21,24 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
-from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
+from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
+                       load_trained_model, run_main)
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, channel_gradients  # noqa: E402
-from utils import RunRecorder, add_device_args, atomic_save, get_device, set_seed  # noqa: E402
+from utils import (RunRecorder, add_device_args, atomic_save, get_device, set_seed,  # noqa: E402
+                   weights_fingerprint)
 from utils.distributed import (DistInfo, ShardSampler, all_reduce_sum, cleanup,  # noqa: E402
                                init_distributed)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--data_path", default="output/sift/high",
                    help="sifted high-confidence images, <class>/<file> layout")
-    p.add_argument("--grad_path", default="output/grads", help="output folder")
+    p.add_argument("--grad_path", default="output/grads",
+                   help="output folder: channel_stats.npz, layer_<i>.npy masks, heat maps")
     p.add_argument("--layers", default="0",
                    help="comma-separated conv layers (index from the last conv, or module "
                         "names), or 'all'")
@@ -43,14 +46,14 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--noise_draws", type=int, default=10, help="J, noise draws per image")
     p.add_argument("--noise_delta", type=float, default=0.1, help="δ, noise U[-δ, δ]")
     p.add_argument("--grad_mode", default="abs", choices=GRAD_MODES,
-                   help="abs (paper) or relu (released code)")
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+                   help="gradient rectifier: abs (paper) or relu (released code)")
+    p.add_argument("--batch_size", type=int, default=64, help="images per batch")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--seed", type=int, default=0, help="seeds the noise draws")
     p.add_argument("--allow_empty_classes", action="store_true",
                    help="a class without images gets an all-ones mask instead of an error")
     p.add_argument("--no_figures", action="store_true", help="skip the heat maps")
-    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--no_progress", action="store_true", help="hide the tqdm progress bar")
     add_device_args(p)
     return p
 
@@ -99,6 +102,7 @@ def main(args: argparse.Namespace) -> ChannelStatistics:
     loader = loaders.make_loader(dataset, args.batch_size, False, args.workers, device,
                                  sampler=sampler)
     settings = {"model_name": args.model_name, "data_name": args.data_name,
+                "in_channels": args.in_channels, "model_fingerprint": weights_fingerprint(model),
                 "noise_draws": args.noise_draws, "noise_delta": args.noise_delta,
                 "grad_mode": args.grad_mode, "seed": args.seed,
                 "num_images": len(dataset), "data_path": str(args.data_path),
@@ -144,4 +148,4 @@ def write_outputs(args, model, stats: ChannelStatistics, layers, dataset) -> Non
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

@@ -11,7 +11,8 @@ released scale (``beta`` carries over).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from core.channel_stats import ChannelStatistics, rectify
 from core.hooks import FeatureHooks
 from core.tail import SplitError, noisy_forward, split_or_none
+from loaders import MASK_IGNORE, MASK_OBJECT
 from models import load_modules
 
 SECOND_TERMS = ("all", "mask")
@@ -68,6 +70,26 @@ def channel_loss(grads_true: torch.Tensor, grads_second: torch.Tensor, mask: tor
     return per_sample.mean()
 
 
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module) -> Iterator[None]:
+    """Normalisation layers keep using batch statistics in train mode but do not update
+    their running statistics (nor ``num_batches_tracked``).
+
+    The noisy passes of the constraint re-run (part of) the network on J·B noisy copies;
+    only the training forward on the clean batch may move the running statistics.
+    """
+    norms = [m for m in model.modules()
+             if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None)
+             is not None]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
 def disk_kernel(radius: int, device=None) -> torch.Tensor:
     """``[2r+1, 2r+1]`` ones where ``dx² + dy² ≤ r²``."""
     r = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
@@ -85,14 +107,17 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
 
 def background_weights(masks: torch.Tensor, annotated: torch.Tensor,
                        expand_px: int = 0) -> torch.Tensor:
-    """``Bg = 1 − dilate(F, e)`` for annotated images, 0 for the others.
+    """``Bg = (1 − dilate(F, e)) ⊙ (1 − I)`` for annotated images, 0 for the others.
 
     Args:
-        masks: ``[B, 1, H, W]`` foreground masks at input resolution (1 = object).
+        masks: ``[B, 1, H, W]`` masks at input resolution in the loader's codes
+            (``loaders.decode_mask``): 1 = object ``F``, 0 = background, 2 = ignore ``I``
+            (labelme ``__ignore__``: weight 0, and not expanded like the object).
         annotated: ``[B]`` bool. Returns ``[B, 1, H, W]``.
     """
-    fg = dilate((masks > 0.5).float(), expand_px)
-    return (1 - fg) * annotated.to(fg.dtype).view(-1, 1, 1, 1)
+    fg = dilate((masks.round() == MASK_OBJECT).float(), expand_px)
+    keep = (masks.round() != MASK_IGNORE).to(fg.dtype)
+    return (1 - fg) * keep * annotated.to(fg.dtype).view(-1, 1, 1, 1)
 
 
 def spatial_loss(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -111,6 +136,34 @@ def spatial_loss(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Te
     return a.reshape(-1, a.shape[-1]).mean()
 
 
+def background_share(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Per kernel, the share of gradient mass that falls on the annotated background.
+
+    ``share_k = Σ_b Σ_hw Bg_b ⊙ |g_bk| / Σ_b Σ_hw |g_bk|`` over the annotated images.
+
+    Args:
+        grads_true: ``[B, K, H, W]`` ``∂y_n/∂m`` of annotated images.
+        background: ``[B, 1, H0, W0]`` background weights (:func:`background_weights`),
+            resized to ``H × W`` by area averaging.
+    Returns:
+        ``[K]`` in [0, 1] (0 for a kernel without gradient).
+    """
+    h, w = grads_true.shape[-2:]
+    bg = F.interpolate(background.to(grads_true.dtype), size=(h, w), mode="area")
+    a = grads_true.abs()
+    total = a.sum(dim=(0, 2, 3))
+    return (a * bg).sum(dim=(0, 2, 3)) / total.clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def kernel_loss(grads_true: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """``(1/B) Σ_b Σ_k D_k Σ_hw |∂y_n/∂m_k|``: gradient on the kernels ``D`` (``[K]`` in
+    {0, 1}), for every image of the batch. ``grads_true``: ``[B, K, H, W]`` (or
+    ``[J, B, K, H, W]``). Returns a scalar."""
+    a = grads_true.abs().sum(dim=(-2, -1))                      # [..., B, K]
+    per_sample = (a * kernels.to(a.dtype)).sum(dim=-1)
+    return per_sample.reshape(-1, per_sample.shape[-1]).mean()
+
+
 class DoctorLoss:
     """``alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r`` as an ``extra_loss`` for ``train.fit``.
 
@@ -123,6 +176,12 @@ class DoctorLoss:
         noise_draws / noise_delta: J and δ; with noise, each constrained layer gets its own
             forward pass of J noisy copies (default J=1, δ=0 reuses the training forward).
         expand_px: mask expansion ``e`` at input resolution.
+        gamma / kernel_layers / kernel_tau / annotated: the background-kernel constraint
+            (not in the paper): at the start of every epoch the kernels whose gradient on
+            the ``annotated`` images ``(images, labels, masks)`` (eval transforms) falls
+            mostly on the background (share > ``kernel_tau``, :func:`background_share`)
+            are found, and ``gamma · kernel_loss`` suppresses the gradient on them for
+            every training image, annotated or not.
     """
 
     def __init__(self, model: nn.Module, stats: ChannelStatistics | None,
@@ -130,7 +189,9 @@ class DoctorLoss:
                  spatial_layers: Sequence[int | str] = (0,), alpha: float = 0.0,
                  beta: float = 0.0, grad_mode: str = "abs", second_term: str = "all",
                  noise_draws: int = 1, noise_delta: float = 0.0, expand_px: int = 0,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, *, gamma: float = 0.0,
+                 kernel_layers: Sequence[int | str] = (-1,), kernel_tau: float = 0.5,
+                 annotated: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         self.model = model
         self.alpha, self.beta = alpha, beta
         self.grad_mode, self.second_term = grad_mode, second_term
@@ -142,14 +203,64 @@ class DoctorLoss:
             if alpha > 0 else []
         self.spatial_layers = [n for n, _ in load_modules(model, list(spatial_layers))] \
             if beta > 0 else []
+        self.gamma, self.kernel_tau, self.annotated = gamma, kernel_tau, annotated
+        self.kernel_layers = [n for n, _ in load_modules(model, list(kernel_layers))] \
+            if gamma > 0 else []
+        if self.kernel_layers and annotated is None:
+            raise ValueError("gamma > 0 needs annotated images (--mask_dir)")
+        self.kernels: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
         if self.channel_layers:
             if stats is None:
                 raise ValueError("alpha > 0 needs channel statistics (--grad_dir)")
             stats.check_model(model, self.channel_layers, num_classes or stats.num_classes)
             self.masks = {n: stats.mask(n) for n in self.channel_layers}
-        layers = list(dict.fromkeys(self.channel_layers + self.spatial_layers))
+        layers = list(dict.fromkeys(self.channel_layers + self.spatial_layers +
+                                    self.kernel_layers))
         self.hooks = FeatureHooks(model, layers) if layers else None
+
+    @torch.enable_grad()
+    def find_kernels(self, chunk: int = 256) -> dict[str, torch.Tensor]:
+        """``{layer: [K] float in {0, 1}}``: the background kernels of each kernel layer, from
+        the annotated images with the model in eval mode (its mode is restored)."""
+        images, labels, masks = self.annotated
+        device = next(self.model.parameters()).device
+        num = {n: 0.0 for n in self.kernel_layers}
+        den = {n: 0.0 for n in self.kernel_layers}
+        was_training = self.model.training
+        self.model.eval()
+        self.hooks.enabled = False
+        try:
+            with FeatureHooks(self.model, self.kernel_layers) as hooks:
+                for i in range(0, len(images), chunk):
+                    x = images[i:i + chunk].to(device)
+                    y = labels[i:i + chunk].to(device)
+                    bg = background_weights(masks[i:i + chunk].to(device),
+                                            torch.ones(len(x), dtype=torch.bool, device=device),
+                                            self.expand_px)
+                    logits = self.model(x)
+                    feats = [hooks.features[n] for n in self.kernel_layers]
+                    grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), feats)
+                    for n, g in zip(self.kernel_layers, grads):
+                        a = g.detach().abs()
+                        share = background_share(a, bg)
+                        mass = a.sum(dim=(0, 2, 3))
+                        num[n] = num[n] + share * mass     # accumulate Σ Bg|g| and Σ |g|
+                        den[n] = den[n] + mass
+        finally:
+            self.hooks.enabled = True
+            self.model.train(was_training)
+        self.kernels = {n: (num[n] / den[n].clamp_min(1e-30) > self.kernel_tau).float()
+                        for n in self.kernel_layers}
+        return self.kernels
+
+    def start_epoch(self, epoch: int) -> dict:
+        """Called by ``train.fit`` before each epoch: re-find the background kernels (the
+        network may have moved the shortcut to other kernels). Returns numbers to log."""
+        if not self.kernel_layers:
+            return {}
+        kernels = self.find_kernels()
+        return {f"kernels/{n}": int(k.sum()) for n, k in kernels.items()}
 
     def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The training forward (``train.train_one_epoch`` calls it instead of ``model``).
@@ -186,26 +297,28 @@ class DoctorLoss:
         j = self.noise_draws
         self.hooks.enabled = False
         try:
-            for name in layers:
-                # Head once on the B images, tail on the J·B noisy copies. Also in train
-                # mode: the head's BN batch statistics over B equal those over J identical
-                # copies (mean and biased variance ignore replication), so only stochastic
-                # layers before the conv (dropout, stochastic depth) change: their one mask
-                # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
-                if self._shared is not None and self._shared[0].layer == name:
-                    split, m, live = self._shared
-                    tail = split.noisy_tail(m, live, j, self.noise_delta)
-                else:
-                    tail = noisy_forward(self.model, name, images, j, self.noise_delta)
-                if tail is not None:
-                    noisy_logits, z = tail
-                    out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
-                                               second.repeat(j), [name], j))
-                    continue
-                with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
-                    x = images.repeat(j, *([1] * (images.dim() - 1)))
-                    out.update(self._grad_pair(self.model(x), [noisy.features[name]],
-                                               labels.repeat(j), second.repeat(j), [name], j))
+            # only the training forward may move BN running statistics, not the J·B copies
+            with frozen_running_stats(self.model):
+                for name in layers:
+                    # Head once on the B images, tail on the J·B noisy copies. Also in train
+                    # mode: the head's BN batch statistics over B equal those over J identical
+                    # copies (mean and biased variance ignore replication), so only stochastic
+                    # layers before the conv (dropout, stochastic depth) change: their one mask
+                    # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
+                    if self._shared is not None and self._shared[0].layer == name:
+                        split, m, live = self._shared
+                        tail = split.noisy_tail(m, live, j, self.noise_delta)
+                    else:
+                        tail = noisy_forward(self.model, name, images, j, self.noise_delta)
+                    if tail is not None:
+                        noisy_logits, z = tail
+                        out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
+                                                   second.repeat(j), [name], j))
+                        continue
+                    with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
+                        x = images.repeat(j, *([1] * (images.dim() - 1)))
+                        out.update(self._grad_pair(self.model(x), [noisy.features[name]],
+                                                   labels.repeat(j), second.repeat(j), [name], j))
         finally:
             self.hooks.enabled = True
         return out
@@ -248,6 +361,13 @@ class DoctorLoss:
                        for n in self.channel_layers)
             total = total + self.alpha * l_ch
             terms["channel"] = l_ch.item()
+        if self.kernel_layers:
+            if not self.kernels:
+                self.find_kernels()
+            l_k = sum(kernel_loss(grads[n][0], self.kernels[n].to(logits.device))
+                      for n in self.kernel_layers)
+            total = total + self.gamma * l_k
+            terms["kernel"] = l_k.item()
         if self.spatial_layers:
             if len(batch) < 5:
                 raise ValueError("beta > 0 needs masks: give --mask_dir")

@@ -34,7 +34,8 @@ from tqdm import tqdm  # noqa: E402
 import loaders  # noqa: E402
 from utils import (add_device_args, atomic_write, atomic_write_text, get_device,  # noqa: E402
                    safe_child)
-from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
+from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
+                       load_trained_model, run_main)
 from utils.distributed import (DistInfo, ShardSampler, all_gather_objects, cleanup,  # noqa: E402
                                init_distributed)
 
@@ -45,20 +46,23 @@ DEFAULT_NUM_IMAGES = {"high": 50, "low": 20}   # released scripts: 50; paper ann
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--data_path", default="data/decoy_digits",
-                   help="dataset root holding train/ and test/ (or a <class>/<file> folder)")
-    p.add_argument("--data_type", default="train", help="split to sift")
-    p.add_argument("--image_path", default="output/sift/high", help="output folder")
+                   help="dataset root holding the --data_type folder, or the folder of class "
+                        "folders to sift (released: data/cifar10/train)")
+    p.add_argument("--data_type", default="train",
+                   help="split folder to sift when --data_path holds it")
+    p.add_argument("--image_path", default="output/sift/high",
+                   help="output folder: <class>/<file> copies, classes.txt, sift.csv")
     p.add_argument("--mode", default="high", choices=MODES,
-                   help="high: confident correct images; low: annotation candidates")
+                   help="high: confident correct images (released); low: annotation candidates")
     p.add_argument("--num_images", type=int, default=None,
                    help="images per class (default: 50 for high, 20 for low)")
     p.add_argument("--batch_size", type=int, default=None,
-                   help="default: the dataset's (128 at 28/32 px, 32 at 96/224 px)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--no_progress", action="store_true")
+                   help="images per batch (default: 128 at 28/32 px, 32 at 96/224 px)")
+    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--no_progress", action="store_true", help="hide the tqdm progress bar")
     add_device_args(p)
     return p
 
@@ -257,4 +261,4 @@ def main(args: argparse.Namespace) -> Selection:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

@@ -37,7 +37,8 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import loaders  # noqa: E402
-from utils.cli import add_model_data_args, load_trained_model  # noqa: E402
+from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
+                       load_trained_model, run_main)
 import models  # noqa: E402
 from core.hooks import FeatureHooks  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
@@ -195,7 +196,7 @@ def parse_deltas(text: str) -> list[float]:
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     add_model_data_args(p, model_path="output/train/models/model_ori.pth")
     p.add_argument("--data_dir", default="data/decoy_digits", help="holds the split folder")
     p.add_argument("--data_type", default="test", help="split to draw the images from")
@@ -207,11 +208,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="comma-separated noise ranges δ")
     p.add_argument("--repeats", type=int, default=10, help="noise draws per image (paper: 10)")
     p.add_argument("--layer", default=None,
-                   help="conv layer to perturb (index from the last conv or module name); "
-                        "default: one chosen at random from --seed")
-    p.add_argument("--batch_size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out_dir", default="results")
+                   help="conv layer to perturb (index from the last conv or module name) "
+                        "(default: one chosen at random from --seed)")
+    p.add_argument("--batch_size", type=int, default=256, help="images per batch")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the image choice, the layer choice and the noise")
+    p.add_argument("--out_dir", default="results", help="output folder: CSV, PNG, JSON")
     p.add_argument("--name", default="noise_robustness", help="output file stem")
     add_device_args(p)
     return p
@@ -262,4 +264,4 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

@@ -2,22 +2,25 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from loaders.folder import ImageFolderDataset, MaskedImageFolder, read_classes
+from loaders.folder import (MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT, ImageFolderDataset,
+                            MaskedImageFolder, decode_mask, read_classes)
 from loaders.memory import DATA_MODES, MemoryDataset, MemoryLoader, use_memory
 from loaders.registry import DATASETS, DatasetSpec, get_spec, register_dataset
 from loaders.transforms import build_transform, channel_stats
 from utils.runtime import seed_worker
 
 __all__ = [
+    "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask",
     "DATA_MODES", "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder",
     "MemoryDataset", "MemoryLoader", "build_dataset", "build_transform", "channel_stats",
-    "get_spec", "load_data", "load_data_mask", "make_loader", "read_classes",
-    "register_dataset", "resolve_split", "use_memory",
+    "dataset_classes", "get_spec", "load_data", "load_data_mask", "make_loader",
+    "read_classes", "register_dataset", "resolve_split", "use_memory",
 ]
 
 
@@ -31,10 +34,28 @@ def resolve_split(data_path: str | os.PathLike, data_type: str) -> Path:
     return split if split.is_dir() else data_path
 
 
+def dataset_classes(data_path: str | os.PathLike, data_type: str = "train") -> list[str]:
+    """The label order of ``data_type``, the same for every split of a dataset.
+
+    ``classes.txt`` (in the split folder, then in ``data_path``); else the sorted class
+    folders of ``data_path/train`` when that split exists, else those of the split folder
+    (see :func:`resolve_split`).
+    """
+    root = resolve_split(data_path, data_type)
+    train = Path(data_path) / "train"
+    fallback = train if root != Path(data_path) and train.is_dir() else None
+    return read_classes(root, fallback)
+
+
 def build_dataset(data_name: str, data_path, data_type: str = "train", in_channels=None,
                   train_transform: bool | None = None, mask_dir=None, allow_empty=False,
                   require_masks=True, data_mode: str = "folder") -> Dataset:
     """The dataset for ``data_type``; ``train_transform`` defaults to ``data_type == 'train'``.
+
+    Labels follow :func:`dataset_classes`, so a test split evaluates with the train split's
+    labels. A class without images is an error in the ``train`` split (unless
+    ``allow_empty``); in any other split it is allowed with a warning: it is evaluated with
+    the right labels, and its per-class accuracy is undefined.
 
     ``data_mode``: ``folder`` decodes and transforms image by image; ``memory`` decodes the
     split once and augments whole batches (:mod:`loaders.memory`, up to 64 px); ``auto`` picks
@@ -46,11 +67,18 @@ def build_dataset(data_name: str, data_path, data_type: str = "train", in_channe
     memory = use_memory(spec, data_mode)
     transform = None if memory else build_transform(spec, train, in_channels)
     root = resolve_split(data_path, data_type)
+    classes = dataset_classes(data_path, data_type)
+    allow = allow_empty or data_type != "train"
     if mask_dir is None:
-        dataset = ImageFolderDataset(root, transform, in_channels, allow_empty=allow_empty)
+        dataset = ImageFolderDataset(root, transform, in_channels, classes, allow_empty=allow)
     else:
-        dataset = MaskedImageFolder(root, mask_dir, transform, in_channels,
-                                    allow_empty=allow_empty, require_any=require_masks)
+        dataset = MaskedImageFolder(root, mask_dir, transform, in_channels, classes,
+                                    allow_empty=allow, require_any=require_masks)
+    if dataset.empty_classes and not allow_empty:
+        warnings.warn(f"{root}: no images of class(es) {dataset.empty_classes[:10]} "
+                      f"({len(dataset.empty_classes)} of {len(classes)}); the other classes "
+                      f"keep their labels {classes[:10]}{' ...' if len(classes) > 10 else ''}",
+                      stacklevel=2)
     return MemoryDataset(dataset, spec, train) if memory else dataset
 
 

@@ -1,44 +1,93 @@
 """Image-folder datasets in the released layout ``ROOT/<split>/<class>/<file>``.
 
 Label order comes from ``classes.txt`` (one class folder name per line, in label order),
-looked up in the class root and then its parent; without it, sorted folder names are used.
-A corrupt image is an error that names the file (we do not silently skip: a skipped image
-would change the data a published number was computed on).
+looked up in the class root and then its parent; without it, the sorted class folder names
+of ``fallback`` (the dataset's train split, see :func:`loaders.build_dataset`) or of the class
+root itself. Every split of a dataset therefore gets the same label order, and a class folder
+that is not in that order is an error. A corrupt image is an error that names the file (we
+do not silently skip: a skipped image would change the data a published number was
+computed on).
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
+# Mask files (written by preprocessing/labelme_to_mask.py): 255 = object, 128 = ignore
+# (labelme's ``__ignore__``: "don't care", neither object nor background), 0 = background.
+# Read by ranges, so resampled edges keep a meaning: >= 192 object, 64..191 ignore.
+# Loaded masks hold these codes:
+MASK_BACKGROUND, MASK_OBJECT, MASK_IGNORE = 0, 1, 2
 
-def read_classes(class_root: str | os.PathLike) -> list[str]:
-    """Class names in label order for a folder of class folders."""
+
+def decode_mask(values: np.ndarray) -> np.ndarray:
+    """Grey levels of a mask file -> ``MASK_BACKGROUND / MASK_OBJECT / MASK_IGNORE`` (uint8)."""
+    values = np.asarray(values)
+    return np.where(values >= 192, MASK_OBJECT,
+                    np.where(values >= 64, MASK_IGNORE, MASK_BACKGROUND)).astype(np.uint8)
+
+
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """Sorted names of the sub-folders of ``root`` (hidden folders skipped)."""
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_classes(class_root: str | os.PathLike,
+                 fallback: str | os.PathLike | None = None) -> list[str]:
+    """Class names in label order for a folder of class folders.
+
+    ``classes.txt`` in ``class_root``, then in its parent; else the sorted class folders of
+    ``fallback`` (e.g. the train split, so that a test split with a class folder missing
+    keeps the train split's labels) or, without one, of ``class_root``.
+    """
     class_root = Path(class_root)
     for candidate in (class_root / "classes.txt", class_root.parent / "classes.txt"):
         if candidate.is_file():
             names = [l.strip() for l in candidate.read_text().splitlines() if l.strip()]
             if names:
                 return names
-    names = sorted(p.name for p in class_root.iterdir() if p.is_dir())
+    source = Path(fallback) if fallback is not None else class_root
+    names = class_folders(source)
     if not names:
-        raise FileNotFoundError(f"no class folders (and no classes.txt) in {class_root}")
+        raise FileNotFoundError(f"no class folders (and no classes.txt) in {source}")
     return names
 
 
 def open_image(path: str | os.PathLike, in_channels: int) -> Image.Image:
-    """Decode an image as ``L`` (1 channel) or ``RGB``; a clear error names a corrupt file."""
+    """Decode an image as ``L`` (1 channel) or ``RGB``; a clear error names a corrupt file.
+
+    The EXIF orientation is applied, as labelme does when it shows an image: an annotation
+    (and its mask from ``labelme_to_mask``) lives in that rotated frame.
+    """
     try:
         with Image.open(path) as img:
-            return img.convert("L" if in_channels == 1 else "RGB")
+            return ImageOps.exif_transpose(img).convert("L" if in_channels == 1 else "RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise RuntimeError(f"cannot decode image {path}: {exc}") from exc
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`open_image` decodes it (EXIF-rotated), read
+    from the file header without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):   # quarter turns
+                width, height = height, width
+            return width, height
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise RuntimeError(f"cannot decode image {path}: {exc}") from exc
 
@@ -51,8 +100,11 @@ class ImageFolderDataset(Dataset):
         transform: applied to the decoded PIL image.
         in_channels: 1 decodes grayscale, 3 decodes RGB.
         classes: label order; default :func:`read_classes`.
-        allow_empty: accept classes without images (sifted folders); otherwise an empty or
-            missing class folder is an error.
+        allow_empty: accept classes without images (sifted folders, test splits); otherwise
+            an empty or missing class folder is an error. ``empty_classes`` lists them.
+
+    A sub-folder of ``root`` that is not one of ``classes`` is an error: its images would
+    otherwise be dropped silently, or, with a class list of its own, get shifted labels.
     """
 
     def __init__(self, root: str | os.PathLike, transform: Callable | None = None,
@@ -64,13 +116,22 @@ class ImageFolderDataset(Dataset):
         self.classes = list(classes) if classes is not None else read_classes(self.root)
         self.transform = transform
         self.in_channels = in_channels
+        unknown = [name for name in class_folders(self.root) if name not in self.classes]
+        if unknown:
+            raise ValueError(f"{self.root} has folder(s) {unknown[:5]} that are not classes of "
+                             f"the dataset (label order: {self.classes[:10]}"
+                             f"{' ...' if len(self.classes) > 10 else ''}); add them to "
+                             f"classes.txt or remove them")
         self.samples: list[tuple[str, int]] = []
+        self.empty_classes: list[str] = []
         for label, name in enumerate(self.classes):
             folder = self.root / name
             files = sorted(f for f in folder.iterdir()
                            if f.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
             if not files and not allow_empty:
                 raise ValueError(f"class {label} ({name!r}) has no images in {folder}")
+            if not files:
+                self.empty_classes.append(name)
             self.samples += [(f"{name}/{f.name}", label) for f in files]
         if not self.samples:
             raise ValueError(f"no images found under {self.root}")
@@ -97,10 +158,16 @@ class MaskedImageFolder(ImageFolderDataset):
     """Yields ``(image, label, relative_path, mask, annotated)``.
 
     Masks are matched by relative path: ``mask_root/<class>/<stem>.png`` for
-    ``root/<class>/<stem>.<ext>``. ``mask`` is a ``[1, H, W]`` float tensor (1 = object)
-    transformed jointly with the image (torchvision v2 with ``tv_tensors.Mask``).
+    ``root/<class>/<stem>.<ext>``. ``mask`` is a ``[1, H, W]`` float tensor of codes
+    ``MASK_OBJECT`` (1), ``MASK_BACKGROUND`` (0) and ``MASK_IGNORE`` (2, pixels to leave
+    out of the spatial loss), see :func:`decode_mask`, transformed jointly with the image
+    (torchvision v2 with ``tv_tensors.Mask``: nearest-neighbour, so codes stay codes).
     An image without a mask is returned with ``annotated = False`` and an all-zero mask,
     so its spatial penalty is zero.
+
+    Checked here, before any training step: every mask has its image's size (else a
+    ValueError naming both files and sizes), and mask files that match no image (orphans,
+    e.g. masks of another split or of renamed images) are reported in one warning.
     """
 
     def __init__(self, root, mask_root, transform=None, in_channels=3, classes=None,
@@ -115,6 +182,33 @@ class MaskedImageFolder(ImageFolderDataset):
             raise FileNotFoundError(
                 f"no mask in {self.mask_root} matches any image of {self.root}; e.g. for image "
                 f"{self.root / example} the mask looked for was {self.mask_path(example)}")
+        self._check_sizes()
+        self._warn_orphans()
+
+    def _check_sizes(self) -> None:
+        bad = []
+        for (rel, _), path in zip(self.samples, self.mask_paths):
+            if path is not None:
+                mask_size, size = image_size(path), image_size(self.root / rel)
+                if mask_size != size:
+                    bad.append(f"mask {path} is {mask_size[0]}x{mask_size[1]} (WxH) but its "
+                               f"image {self.root / rel} is {size[0]}x{size[1]}")
+        if bad:
+            more = f" (and {len(bad) - 1} more mismatched masks)" if len(bad) > 1 else ""
+            raise ValueError(bad[0] + more + "; masks must have their image's size")
+
+    def _warn_orphans(self) -> None:
+        if not self.mask_root.is_dir():
+            return
+        used = {p.resolve() for p in self.mask_paths if p is not None}
+        orphans = sorted(str(p.relative_to(self.mask_root)) for p in self.mask_root.rglob("*")
+                         if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                         and p.resolve() not in used)
+        if orphans:
+            warnings.warn(f"{len(orphans)} mask file(s) in {self.mask_root} match no image of "
+                          f"{self.root} and are not used, e.g. {orphans[:5]} (a mask "
+                          f"<class>/<stem>.png belongs to the image <class>/<stem>.<ext>)",
+                          stacklevel=3)
 
     def mask_path(self, rel: str) -> Path:
         return self.mask_root / Path(rel).with_suffix(".png")
@@ -129,7 +223,7 @@ class MaskedImageFolder(ImageFolderDataset):
             if m.size != image.size:
                 raise ValueError(f"mask {path} is {m.size[0]}x{m.size[1]} but its image "
                                  f"{self.root / rel} is {image.size[0]}x{image.size[1]}")
-            mask = torch.from_numpy((np.asarray(m) > 127)).to(torch.uint8)[None]
+            mask = torch.from_numpy(decode_mask(m))[None]
         mask = tv_tensors.Mask(mask)
         if self.transform is not None:
             image, mask = self.transform(image, mask)

@@ -2,12 +2,15 @@
 
 Every builder has the signature ``builder(num_classes, in_channels, stem)``:
 
-* ``stem="small"`` — for 28/32 px inputs (CIFAR literature): stride-1 3x3 first conv and
-  no early max-pool, so deep layers keep a useful spatial size.
-* ``stem="imagenet"`` — for 96/224 px inputs: the architecture's own ImageNet stem
+* ``stem="small"`` — for 28/32 px inputs: the network the paper used, i.e. the authors'
+  released CIFAR definition (same parameter count, convs and layer-0 shape; see
+  ``tests/test_models.py::RELEASED``). Mostly a stride-1 3x3 first conv and no early
+  max-pool, so deep layers keep a useful spatial size; some released networks differ in
+  more than the stem (AlexNet's and VGG's classifiers, MobileNetV2's, ...).
+* ``stem="imagenet"`` — for 96/224 px inputs: the architecture's own ImageNet form
   (strided first conv, max-pool), which keeps 224 px training affordable.
 
-All classifiers end in adaptive pooling, so one definition serves every input size.
+All classifiers end in adaptive pooling, so each definition serves every input size.
 """
 from __future__ import annotations
 

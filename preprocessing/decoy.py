@@ -1,13 +1,27 @@
 """Decoy datasets after DecoyMNIST (Ross et al., 2017), with ground-truth object masks.
 
 From a prepared grayscale dataset ``SOURCE`` this writes ``OUT`` with the same layout, where
-every image gets a small square in a random corner (side ``round(4 * size / 28)``: 4 px at
-28 px, 5 px at 32 px). In training images the square's shade encodes the label
-(``255 - 25 * label``); in test images it is the shade of a uniformly random class, so a
-model that learnt the shortcut fails on test. ``OUT/masks/<split>/<class>/<stem>.png`` holds
-the object mask: pixels of the original image above a quarter of its maximum are 255,
-background and the decoy square are 0. Corner and test shade come from a generator seeded
-per image, so a rebuild gives the same files.
+every image carries a decoy that encodes the label in training images and a uniformly random
+class in the ``test`` (and ``val``) images, so a model that learnt the shortcut fails there.
+Two kinds:
+
+- ``shade`` (DecoyMNIST): a small square in a random corner (side ``round(4 * size / 28)``:
+  4 px at 28 px, 5 px at 32 px) of shade ``255 - 25 * label``. Measured here, a CNN with
+  global average pooling trained with crop + flip augmentation does **not** take this
+  shortcut (the square is 2 % of the image; see ``results/shortcut.md``).
+- ``texture``: one of ten binary textures (lines, bands, checkers, dots, grids) painted into
+  the *background* at intensity ``strength`` (the brighter of image and texture is kept, so
+  the object is untouched). Spatially extended, it survives crops and flips, and a CNN takes
+  it: this is the shortcut benchmark's decoy.
+- ``none``: the images unchanged (with the same splits and masks): the decoy-free twin of a
+  decoy dataset, to train the clean reference model on the same images.
+
+``OUT/masks/<split>/<class>/<stem>.png`` holds the object mask: pixels of the original image
+above a quarter of its maximum are 255, background and the decoy are 0. With
+``val_per_class``, that many training images per class (a seeded random choice) become a
+``val`` split with random decoys, held out of training for choosing hyperparameters; with
+``train_per_class`` the training split keeps that many images per class. Corner, texture and
+test class come from a generator seeded per image, so a rebuild gives the same files.
 """
 from __future__ import annotations
 
@@ -20,11 +34,14 @@ import numpy as np
 from PIL import Image
 
 from preprocessing import digits, mnist
-from preprocessing.common import (SPLITS, Sample, Summary, count_files, read_classes,
+from preprocessing.common import (SPLITS, Sample, Summary, read_classes,
                                   register_converter, write_dataset)
 
 MASK_THRESHOLD = 0.25  # object = original pixels above this fraction of the image maximum
 SHADE_STEP = 25
+KINDS = ("shade", "texture", "none")
+TEXTURE_STRENGTH = 60
+NUM_TEXTURES = 10
 
 
 def patch_size(image_size: int) -> int:
@@ -35,58 +52,123 @@ def shade(label: int) -> int:
     return 255 - SHADE_STEP * label
 
 
+def texture(label: int, height: int, width: int) -> np.ndarray:
+    """Texture ``label`` (0-9) as a ``[H, W]`` {0, 1} array. Each is invariant to horizontal
+    flips and 4-px shifts up to phase, so crop + flip augmentation keeps it recognisable."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    patterns = (
+        np.ones_like(yy), yy % 2, (yy // 2) % 2, xx % 2, (xx // 2) % 2, (xx + yy) % 2,
+        (xx // 2 + yy // 2) % 2, (xx % 2) * (yy % 2), (xx % 4 == 0) | (yy % 4 == 0),
+        (xx % 4 == 0) & (yy % 4 == 0),
+    )
+    return patterns[label].astype(np.uint8)
+
+
+def object_mask(image: np.ndarray) -> np.ndarray:
+    return np.where(image > MASK_THRESHOLD * image.max(), 255, 0).astype(np.uint8)
+
+
 def add_decoy(image: np.ndarray, label: int, split: str, num_classes: int,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The decoyed image and the object mask, both ``[H, W]`` uint8, for one ``[H, W]`` image."""
+              rng: np.random.Generator, kind: str = "shade",
+              strength: int = TEXTURE_STRENGTH) -> tuple[np.ndarray, np.ndarray]:
+    """The decoyed image and the object mask, both ``[H, W]`` uint8, for one ``[H, W]`` image.
+
+    The decoy encodes ``label`` in the ``train`` split and a random class in the others.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"decoy kind must be one of {KINDS}, got {kind!r}")
     h, w = image.shape
+    mask = object_mask(image)
+    if kind == "none":
+        return image.copy(), mask
+    if kind == "texture":
+        code = label if split == "train" else int(rng.integers(num_classes))
+        paint = texture(code, h, w) * np.uint8(strength)
+        decoyed = np.where(mask > 0, image, np.maximum(image, paint)).astype(np.uint8)
+        return decoyed, mask
     p = patch_size(min(h, w))
     top, left = [(0, 0), (0, w - p), (h - p, 0), (h - p, w - p)][rng.integers(4)]
     value = shade(label if split == "train" else int(rng.integers(num_classes)))
     decoyed = image.copy()
     decoyed[top:top + p, left:left + p] = value
-    mask = np.where(image > MASK_THRESHOLD * image.max(), 255, 0).astype(np.uint8)
     mask[top:top + p, left:left + p] = 0
     return decoyed, mask
 
 
-def _samples(source: Path, classes: list[str], seed: int, masks: bool) -> Iterator[Sample]:
+def _files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.glob("*") if f.is_file()
+                  and not f.name.startswith(".")) if folder.is_dir() else []
+
+
+def _assign(source: Path, classes: list[str], seed: int, val_per_class: int,
+            train_per_class: int) -> list[tuple[str, str, int, Path]]:
+    """``(output split, source split, label, path)`` for every image to write."""
+    items = []
     for split in SPLITS:
         for label, name in enumerate(classes):
-            folder = source / split / name
-            files = sorted(f for f in folder.glob("*") if f.is_file()
-                           and not f.name.startswith(".")) if folder.is_dir() else []
-            for path in files:
-                with Image.open(path) as img:
-                    if img.mode != "L":
-                        raise ValueError(f"decoy needs grayscale images; {path} is {img.mode}")
-                    image = np.asarray(img)
-                key = zlib.crc32(f"{split}/{name}/{path.name}".encode())
-                rng = np.random.default_rng([seed, key])
-                decoyed, mask = add_decoy(image, label, split, len(classes), rng)
-                yield Sample(mask if masks else decoyed, label, split, path.stem + ".png")
+            files = _files(source / split / name)
+            if split == "train" and (val_per_class or train_per_class):
+                order = np.random.default_rng([seed, label]).permutation(len(files))
+                files = [files[i] for i in order]
+                if len(files) <= val_per_class:
+                    raise ValueError(f"{source / split / name}: {len(files)} images, cannot "
+                                     f"hold out {val_per_class} for validation")
+                items += [("val", split, label, f) for f in sorted(files[:val_per_class])]
+                files = files[val_per_class:]
+                files = sorted(files[:train_per_class] if train_per_class else files)
+            items += [(split, split, label, f) for f in files]
+    return items
+
+
+def _samples(items, classes: list[str], seed: int, masks: bool, kind: str,
+             strength: int) -> Iterator[Sample]:
+    for out_split, split, label, path in items:
+        with Image.open(path) as img:
+            if img.mode != "L":
+                raise ValueError(f"decoy needs grayscale images; {path} is {img.mode}")
+            image = np.asarray(img)
+        key = zlib.crc32(f"{split}/{classes[label]}/{path.name}".encode())
+        rng = np.random.default_rng([seed, key])
+        decoyed, mask = add_decoy(image, label, out_split, len(classes), rng, kind, strength)
+        yield Sample(mask if masks else decoyed, label, out_split, path.stem + ".png")
 
 
 def make_decoy(source: str | Path, output: str | Path, seed: int = 0,
-               expected_counts: Mapping[str, int] | None = None, verify: bool = True) -> Summary:
+               expected_counts: Mapping[str, int] | None = None, verify: bool = True,
+               kind: str = "shade", strength: int = TEXTURE_STRENGTH, val_per_class: int = 0,
+               train_per_class: int = 0) -> Summary:
     """Write the decoy copy of the prepared dataset ``source`` and its masks to ``output``.
 
-    By default the expected counts are those of ``source``.
+    By default the expected counts are those the split options give from ``source``.
     """
     source, output = Path(source), Path(output)
     if output.resolve() == source.resolve():
         raise ValueError(f"decoy output must differ from its source {source}")
+    if kind not in KINDS:
+        raise ValueError(f"decoy kind must be one of {KINDS}, got {kind!r}")
     classes = read_classes(source)
-    if shade(len(classes) - 1) < 0:
-        raise ValueError(f"decoy shades 255 - {SHADE_STEP} * label need at most "
-                         f"{255 // SHADE_STEP + 1} classes, {source} has {len(classes)}")
-    source_counts = {s: sum(c.values()) for s, c in count_files(source).items()}
-    expected = None if not verify else source_counts if expected_counts is None else expected_counts
-    name, total = f"decoy({source.name})", sum(source_counts.values())
-    summary = write_dataset(_samples(source, classes, seed, masks=False), output, classes,
-                            name, expected, total=total)
-    write_dataset(_samples(source, classes, seed, masks=True), output / "masks", classes,
-                  f"{name} masks", expected, total=total, write_classes=False)
+    limit = NUM_TEXTURES if kind == "texture" else 255 // SHADE_STEP + 1
+    if len(classes) > limit:
+        raise ValueError(f"the {kind} decoy encodes at most {limit} classes, {source} has "
+                         f"{len(classes)}")
+    if not 0 < strength <= 255:
+        raise ValueError(f"decoy strength must be in 1..255, got {strength}")
+    items = _assign(source, classes, seed, val_per_class, train_per_class)
+    counts: dict[str, int] = {}
+    for out_split, *_ in items:
+        counts[out_split] = counts.get(out_split, 0) + 1
+    expected = None if not verify else counts if expected_counts is None else expected_counts
+    name, total = f"decoy({source.name})", len(items)
+    summary = write_dataset(_samples(items, classes, seed, False, kind, strength), output,
+                            classes, name, expected, total=total)
+    write_dataset(_samples(items, classes, seed, True, kind, strength), output / "masks",
+                  classes, f"{name} masks", expected, total=total, write_classes=False)
     return summary
+
+
+def _decoy_options(args: argparse.Namespace) -> dict:
+    return dict(verify=not args.no_verify, kind=args.decoy_kind, strength=args.decoy_strength,
+                val_per_class=args.val_per_class, train_per_class=args.subset_per_class)
 
 
 def _plain_output(args: argparse.Namespace, base: str) -> Path:
@@ -95,25 +177,25 @@ def _plain_output(args: argparse.Namespace, base: str) -> Path:
 
 @register_converter("decoy")
 def prepare_decoy(args: argparse.Namespace) -> Summary:
-    return make_decoy(args.source, args.output, args.seed, verify=not args.no_verify)
+    return make_decoy(args.source, args.output, args.seed, **_decoy_options(args))
 
 
 @register_converter("decoy_digits", needs_source=False)
 def prepare_decoy_digits(args: argparse.Namespace) -> Summary:
     plain = _plain_output(args, "digits")
     digits.prepare_digits(args, output=plain)
-    return make_decoy(plain, args.output, args.seed, verify=not args.no_verify)
+    return make_decoy(plain, args.output, args.seed, **_decoy_options(args))
 
 
 @register_converter("decoy_mnist")
 def prepare_decoy_mnist(args: argparse.Namespace) -> Summary:
     plain = _plain_output(args, "mnist")
     mnist.prepare("mnist", args, output=plain)
-    return make_decoy(plain, args.output, args.seed, verify=not args.no_verify)
+    return make_decoy(plain, args.output, args.seed, **_decoy_options(args))
 
 
 @register_converter("decoy_fashion_mnist")
 def prepare_decoy_fashion_mnist(args: argparse.Namespace) -> Summary:
     plain = _plain_output(args, "fashion_mnist")
     mnist.prepare("fashion_mnist", args, output=plain)
-    return make_decoy(plain, args.output, args.seed, verify=not args.no_verify)
+    return make_decoy(plain, args.output, args.seed, **_decoy_options(args))

@@ -1,13 +1,17 @@
 """labelme JSON annotations -> binary foreground masks (METHOD.md §7).
 
 ``JSON_ROOT/<class>/<stem>.json`` becomes ``MASK_ROOT/<class>/<stem>.png``: single-channel
-uint8, 255 = object, 0 = background, the image's height and width. The mask is named after
+uint8, 255 = object, 128 = ignore, 0 = background, the image's height and width (the codes
+``loaders.decode_mask`` reads). The mask is named after
 the JSON file's own relative path, never after its ``imagePath`` field, so the mask loader
 finds it next to ``IMAGE_ROOT/<class>/<stem>.<ext>``.
 
 The foreground is the union of every area shape (polygon, rectangle, circle, mask, oriented
 rectangle) whose label is not ``__ignore__``, rasterised by labelme itself
-(``labelme.utils.shapes_to_label``). Lines and points have no area and are skipped. The
+(``labelme.utils.shapes_to_label``). ``__ignore__`` shapes mean "don't care" (as in labelme's
+own converters): their pixels are 128 and weigh 0 in the spatial loss, unless an object
+shape covers them too (object wins, so the object is never cut). Lines and points have no
+area and are skipped. The
 expansion ``e`` of the mask happens at training time, not here.
 
 Example::
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a sc
 from utils.io import atomic_write, safe_child  # noqa: E402
 
 IGNORE_LABEL = "__ignore__"
+OBJECT_VALUE, IGNORE_VALUE, BACKGROUND_VALUE = 255, 128, 0
 # Shapes without area; every other shape type is rasterised by labelme (which rejects unknown ones).
 NON_AREA_SHAPES = {"line", "linestrip", "point", "points"}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -64,7 +69,9 @@ def _find_image(json_path: Path, image_path: object, json_root: Path,
     candidates = []
     if isinstance(image_path, str) and image_path:
         target = (json_path.parent / PureWindowsPath(image_path).as_posix()).resolve()
-        if any(target == r or r in target.parents for r in roots):
+        # labelme's own tutorial file names itself (its image is embedded as imageData).
+        if target != json_path.resolve() and any(target == r or r in target.parents
+                                                  for r in roots):
             candidates.append(target)
     rel = json_path.relative_to(json_root)
     folders = [json_path.parent] + ([image_root / rel.parent] if image_root else [])
@@ -151,6 +158,8 @@ def _json_to_mask(json_path: Path, image_root: Path | None, json_root: Path) -> 
         try:
             actual = image_size(source)
         except (OSError, ValueError) as e:
+            if isinstance(source, Path) and len(sources) > 1:
+                continue   # imagePath is not an image: labelme shows the embedded imageData
             raise ValueError(f"cannot read image {name}: {e}") from e
         if actual != (height, width):
             raise ValueError(f"image size mismatch: imageHeight x imageWidth = {height}x{width} "
@@ -160,23 +169,32 @@ def _json_to_mask(json_path: Path, image_root: Path | None, json_root: Path) -> 
     if not isinstance(shapes, list):
         raise ValueError("'shapes' must be a list")
     mask = np.zeros((height, width), dtype=bool)
+    ignore = np.zeros((height, width), dtype=bool)
     for index, shape in enumerate(shapes):
         if not isinstance(shape, dict) or not isinstance(shape.get("label"), str):
             raise ValueError(f"shape {index}: must be an object with a string 'label'")
-        if shape.get("shape_type") in NON_AREA_SHAPES or shape["label"] == IGNORE_LABEL:
+        if shape.get("shape_type") in NON_AREA_SHAPES:
             continue
-        mask |= _shape_to_bool(shape, index, height, width)
-    return np.where(mask, 255, 0).astype(np.uint8)
+        area = _shape_to_bool(shape, index, height, width)
+        if shape["label"] == IGNORE_LABEL:
+            ignore |= area
+        else:
+            mask |= area
+    return np.where(mask, OBJECT_VALUE,
+                    np.where(ignore, IGNORE_VALUE, BACKGROUND_VALUE)).astype(np.uint8)
 
 
 def json_to_mask(json_path: str | os.PathLike, image_root: str | os.PathLike | None = None,
                  json_root: str | os.PathLike | None = None) -> np.ndarray:
-    """Rasterise one labelme JSON file -> ``(H, W)`` uint8 mask, 255 = object, 0 = background.
+    """Rasterise one labelme JSON file -> ``(H, W)`` uint8 mask, 255 = object, 128 = ignore
+    (``__ignore__`` shapes not covered by an object), 0 = background.
 
     ``H, W`` come from ``imageHeight``/``imageWidth``; the embedded ``imageData`` and the image
     file (found via ``imagePath`` when it stays inside ``json_root``/``image_root``, else by
     the JSON's stem beside it or under ``image_root/<class>/``) are only read to cross-check
-    that size. ``json_root`` defaults to the JSON's folder.
+    that size. When ``imageData`` is embedded, a file that is not a decodable image (e.g. an
+    ``imagePath`` naming the JSON itself, as in labelme's tutorial) is skipped: labelme shows
+    the embedded image. ``json_root`` defaults to the JSON's folder.
 
     Raises ValueError naming the JSON for bad syntax, missing keys, bad shapes or a size
     mismatch; OSError if the JSON cannot be read.
@@ -211,7 +229,7 @@ def convert_files(json_files: list[Path], json_root: str | os.PathLike,
             rel = json_path.relative_to(json_root)
             out = safe_child(mask_root, rel.with_suffix(".png"))
             mask = json_to_mask(json_path, image_root, json_root)
-            if not mask.any():
+            if not (mask == OBJECT_VALUE).any():
                 raise ValueError(f"no foreground shape (only {IGNORE_LABEL}, "
                                  "lines or points); no mask written")
             write_mask(mask, out)
@@ -241,7 +259,8 @@ def convert_folder(json_root: str | os.PathLike, mask_root: str | os.PathLike,
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="labelme JSON -> binary foreground PNG masks (255 = object).",
+        description="labelme JSON -> foreground PNG masks (255 = object, 128 = __ignore__, "
+                    "0 = background).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--json_dir", type=Path,

@@ -19,6 +19,9 @@ IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 COUNTS = {"train": 60000, "test": 10000}
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+# Debian's packages of the official files (``apt-get install dataset-fashion-mnist``): used
+# when the source folder holds no IDX files, so the real data is reachable offline.
+SYSTEM_DIRS = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
 # name -> (class names in label order, folder torchvision downloads into)
 DATASETS = {
     "mnist": ([str(d) for d in range(10)], "MNIST/raw"),
@@ -55,6 +58,11 @@ def _find(folders: list[Path], stem: str) -> Path:
                             f"(pass --download or point --source at the IDX files)")
 
 
+def _has_idx(folder: Path) -> bool:
+    stems = [stem for pair in FILES.values() for stem in pair]
+    return all((folder / s).is_file() or (folder / (s + ".gz")).is_file() for s in stems)
+
+
 def _samples(folders: list[Path]) -> Iterator[Sample]:
     for split, (images_stem, labels_stem) in FILES.items():
         images_path, labels_path = _find(folders, images_stem), _find(folders, labels_stem)
@@ -72,6 +80,10 @@ def convert_mnist(name: str, source: str | Path, output: str | Path,
     """Convert ``mnist`` or ``fashion_mnist`` from ``source`` (or torchvision's ``<Name>/raw``)."""
     class_names, raw_dir = DATASETS[name]
     folders = [Path(source), Path(source) / raw_dir]
+    system = SYSTEM_DIRS.get(name)
+    if system is not None and not any(_has_idx(f) for f in folders) and _has_idx(system):
+        print(f"{name}: no IDX files in {source}; using the system copy in {system}")
+        folders.append(system)
     return write_dataset(_samples(folders), output, [folder_name(c) for c in class_names], name,
                          resolve_expected(COUNTS, expected_counts, verify),
                          total=sum(COUNTS.values()) if expected_counts is None else None)

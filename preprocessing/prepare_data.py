@@ -50,6 +50,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plain_output", default=None,
                         help="decoy_*: where the plain dataset is built "
                              "(unset: next to --output, named after the base dataset)")
+    parser.add_argument("--decoy_kind", default="shade", choices=decoy.KINDS,
+                        help="decoy_*: shade (DecoyMNIST corner square) or texture "
+                             "(class texture in the background, the shortcut benchmark's)")
+    parser.add_argument("--decoy_strength", type=int, default=decoy.TEXTURE_STRENGTH,
+                        help="decoy_* texture: intensity of the background texture (1-255)")
+    parser.add_argument("--val_per_class", type=int, default=0,
+                        help="decoy_*: training images per class held out as a 'val' split "
+                             "with random decoys (for choosing hyperparameters)")
+    parser.add_argument("--subset_per_class", type=int, default=0,
+                        help="decoy_*: keep this many training images per class (0 = all)")
     parser.add_argument("--no_verify", action="store_true",
                         help="skip the check of the per-split counts against the official ones")
     return parser
@@ -59,6 +69,10 @@ def main(args: argparse.Namespace):
     converter = CONVERTERS[args.data_name]
     if converter.needs_source and args.source is None:
         raise SystemExit(f"--data_name {args.data_name} needs --source")
+    if (args.val_per_class or args.subset_per_class or args.decoy_kind != "shade") \
+            and not args.data_name.startswith("decoy"):
+        raise SystemExit("--decoy_kind, --val_per_class and --subset_per_class are only "
+                         "supported for the decoy_* datasets")
     if args.num_classes_subset and args.data_name != "mini_imagenet":
         raise SystemExit("--num_classes_subset is only supported for mini_imagenet")
     start = time.perf_counter()

@@ -77,7 +77,7 @@ def treat(args: argparse.Namespace, run_dir: Path, alpha: float, beta: float,
     model_dir = run_dir / "models"
     argv = ["--model_name", args.model_name, "--data_name", args.data_name,
             "--data_dir", str(args.data_dir), "--ori_model_path", str(args.ori_model_path),
-            "--res_model_path", str(model_dir), "--grad_dir", str(grad_dir or args.grad_dir),
+            "--model_dir", str(model_dir), "--grad_dir", str(grad_dir or args.grad_dir),
             "--alpha", str(alpha), "--beta", str(beta),
             "--channel_layers", str(channel_layers), "--spatial_layers", str(spatial_layers),
             "--expand_px", str(args.expand_px if expand_px is None else expand_px),

@@ -3,8 +3,12 @@
 # Run after scripts/annotate.sh; the masks feed train_model_doctor.py.
 set -euo pipefail
 
-json_dir=${json_dir:-output/sift/low}  # labelme files, <class>/<stem>.json (beside the images by default)
-mask_dir=${mask_dir:-output/masks}
+result_path=${result_path:-output}
+model_name=${model_name:-resnet34}
+data_name=${data_name:-decoy_digits}
+exp_name=${exp_name:-${model_name}_${data_name}}
+json_dir=${json_dir:-${result_path}/${exp_name}/sift/low}  # labelme files, <class>/<stem>.json (beside the images by default)
+mask_dir=${mask_dir:-${result_path}/${exp_name}/masks}     # train_model_doctor.sh reads it
 image_dir=${image_dir:-$json_dir}      # the annotated images, <class>/<stem>.<ext>, to cross-check sizes
 
 cd "$(dirname "$0")/.."

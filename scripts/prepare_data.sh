@@ -6,6 +6,7 @@
 #   data_name=mini_imagenet source_dir=/data/mini-imagenet data_dir=data/mini_imagenet_10 \
 #     num_classes_subset=10 bash scripts/prepare_data.sh
 #   data_name=decoy source_dir=data/mnist data_dir=data/decoy_mnist bash scripts/prepare_data.sh
+#   data_name=fashion_mnist bash scripts/prepare_data.sh   # finds Debian's dataset-fashion-mnist files
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,10 @@ download=${download:-0}
 seed=${seed:-0}
 num_classes_subset=${num_classes_subset:-0}   # mini_imagenet only; 0 = all classes
 train_per_class=${train_per_class:-480}       # mini_imagenet only
+decoy_kind=${decoy_kind:-shade}              # decoy_* only: shade | texture
+decoy_strength=${decoy_strength:-60}          # decoy_* texture: background texture intensity
+val_per_class=${val_per_class:-0}             # decoy_* only: held-out validation images
+subset_per_class=${subset_per_class:-0}       # decoy_* only: training images kept (0 = all)
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 download_flag=()
@@ -28,4 +33,8 @@ if [ "${download}" = 1 ]; then download_flag=(--download); fi
   --seed "${seed}" \
   --num_classes_subset "${num_classes_subset}" \
   --train_per_class "${train_per_class}" \
+  --decoy_kind "${decoy_kind}" \
+  --decoy_strength "${decoy_strength}" \
+  --val_per_class "${val_per_class}" \
+  --subset_per_class "${subset_per_class}" \
   ${download_flag[@]+"${download_flag[@]}"}

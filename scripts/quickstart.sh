@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole Model Doctor pipeline, offline, on the embedded decoy-digits dataset:
 #   prepare data -> train -> sift high -> channel statistics + heat map -> sift low ->
-#   annotate (simulated: labelme JSON traced from ground-truth masks) -> masks ->
+#   per-image diagnosis -> annotate (simulated: labelme JSON traced from ground-truth masks) -> masks ->
 #   treat (control / +Channel / +Space / +All) -> test each -> one table.
 # fast=1 runs the same code path with fewer epochs (CI).
 set -euo pipefail
@@ -14,7 +14,8 @@ export result_path=${result_path:-output/quickstart}
 export model_name=${model_name:-smallcnn}
 export data_name=${data_name:-decoy_digits}
 export exp_name=${exp_name:-${model_name}_${data_name}}
-export data_dir=${data_dir:-data/${data_name}}
+decoy_kind=${decoy_kind:-texture}            # texture: a shortcut the network takes
+export data_dir=${data_dir:-data/${data_name}_${decoy_kind}}
 clean_data_dir=${clean_data_dir:-$(dirname "$data_dir")/digits}   # decoy-free images
 export seed=${seed:-0}
 export workers=${workers:-0}                  # tiny images: decoding in-process is fastest
@@ -29,6 +30,7 @@ noise_draws=${noise_draws:-10}                # J (paper)
 noise_delta=${noise_delta:-0.1}               # delta
 alpha=${alpha:-0.078}                         # channel constraint weight
 beta=${beta:-1.0}                             # spatial constraint weight
+gamma=${gamma:-1.0}                           # background-kernel weight (chosen on the shortcut benchmark's val split)
 expand_px=${expand_px:-2}                     # mask expansion at 32 px
 table_dir=${table_dir:-results}
 exp_dir=${result_path}/${exp_name}
@@ -37,7 +39,7 @@ start=$(date +%s)
 step() { printf '\n== %s (%ss) ==\n' "$1" "$(( $(date +%s) - start ))"; }
 
 step "1/9 prepare the decoy-digits dataset"
-data_name=$data_name data_dir=$data_dir bash scripts/prepare_data.sh
+data_name=$data_name data_dir=$data_dir decoy_kind=$decoy_kind bash scripts/prepare_data.sh
 
 step "2/9 train the original classifier"
 num_epochs=$train_epochs lr=$lr extra_args=$common bash scripts/train.sh
@@ -49,11 +51,11 @@ step "4/9 channel statistics (J=$noise_draws, delta=$noise_delta) + heat map"
 noise_draws=$noise_draws noise_delta=$noise_delta \
   extra_args="$common --allow_empty_classes --batch_size 128" bash scripts/grad_calculate.sh
 
-step "4b/9 per-image diagnosis of the test set (overlays, Fig. 2b)"
-mask_dir=$data_dir/masks/test extra_args=$common bash scripts/diagnose.sh
-
 step "5/9 sift low-confidence training images (annotation candidates)"
 mode=low num_images=$num_low extra_args=$common bash scripts/image_sift.sh
+
+step "5b/9 per-image diagnosis of the test set (overlays; Fig. 2b from sift/high and sift/low)"
+mask_dir=$data_dir/masks/test extra_args=$common bash scripts/diagnose.sh
 
 step "6/9 annotate: labelme JSON traced from the ground-truth object masks"
 "$PYTHON" preprocessing/synthetic_labelme.py \
@@ -66,15 +68,16 @@ step "7/9 labelme JSON -> masks"
 json_dir=$exp_dir/labelme image_dir=$exp_dir/sift/low mask_dir=$exp_dir/masks \
   bash scripts/labelme_to_mask.sh
 
-step "8/9 treat: control, +Channel, +Space, +All"
-treat() {  # variant alpha beta
-  variant=$1 alpha=$2 beta=$3 num_epochs=$doctor_epochs lr=$lr expand_px=$expand_px \
+step "8/9 treat: control, +Channel, +Space, +All, +Kernels"
+treat() {  # variant alpha beta gamma
+  variant=$1 alpha=$2 beta=$3 gamma=$4 num_epochs=$doctor_epochs lr=$lr expand_px=$expand_px \
     extra_args=$common bash scripts/train_model_doctor.sh
 }
-treat control 0 0
-treat channel "$alpha" 0
-treat space 0 "$beta"
-treat all "$alpha" "$beta"
+treat control 0 0 0
+treat channel "$alpha" 0 0
+treat space 0 "$beta" 0
+treat all "$alpha" "$beta" 0
+treat kernels 0 0 "$gamma"
 
 step "9/9 test every model (best and final epoch) and tabulate"
 "$PYTHON" scripts/quickstart_table.py \

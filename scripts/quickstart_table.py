@@ -21,7 +21,8 @@ VARIANTS = (("Original model", "models", "model_ori.pth"),
             ("Fine-tune control", "control/models", "model_doctor.pth"),
             ("+Channel", "channel/models", "model_doctor.pth"),
             ("+Space", "space/models", "model_doctor.pth"),
-            ("+All", "all/models", "model_doctor.pth"))
+            ("+All", "all/models", "model_doctor.pth"),
+            ("+Kernels (ours, not in the paper)", "kernels/models", "model_doctor.pth"))
 
 
 def run_test(args, model_path: Path, data_dir: str, tag: str) -> dict:

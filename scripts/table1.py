@@ -217,7 +217,7 @@ def run_cell(runner: Runner, args, cell: Cell) -> None:
              "train_model_doctor.sh", variant=variant, alpha=alpha, beta=beta,
              num_epochs=args.doctor_epochs, expand_px=expand_px(args, cell.data),
              ori_model_path=model_ori, grad_dir=d.grads, mask_dir=d.masks,
-             res_model_path=out, log_dir=d.runs(variant))
+             res_model_path=out / "model_doctor.pth", log_dir=d.runs(variant))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Treat a trained classifier with the channel (alpha) and spatial (beta) constraints.
+# Treat a trained classifier with the channel (alpha) and spatial (beta) constraints, and
+# optionally the background-kernel constraint (gamma; not in the paper, see README).
 # Needs: model_ori.pth (train.sh), channel statistics (grad_calculate.sh) and, for beta > 0,
 # masks of annotated images (annotate.sh + labelme_to_mask.sh).
 set -euo pipefail
@@ -33,13 +34,17 @@ grad_mode=${grad_mode:-abs}
 second_term=${second_term:-all}
 noise_draws=${noise_draws:-1}
 noise_delta=${noise_delta:-0}
+gamma=${gamma:-0}                     # background-kernel constraint (not in the paper; needs masks)
+kernel_layers=${kernel_layers:--1}    # its conv layers (-1 = the first conv)
+kernel_tau=${kernel_tau:-0.5}
+replay_annotated=${replay_annotated:-0}  # annotated images appended to every batch
 init=${init:-pretrained}
 variant=${variant:-doctor}            # names the output folder
 data_dir=${data_dir:-data/${data_name}}
 ori_model_path=${ori_model_path:-${result_path}/${exp_name}/models/model_ori.pth}
 grad_dir=${grad_dir:-${result_path}/${exp_name}/grads}
 mask_dir=${mask_dir:-${result_path}/${exp_name}/masks}
-res_model_path=${res_model_path:-${result_path}/${exp_name}/${variant}/models}
+res_model_path=${res_model_path:-${result_path}/${exp_name}/${variant}/models/model_doctor.pth}  # last.pth etc. beside it
 log_dir=${log_dir:-${result_path}/${exp_name}/runs/${variant}}
 resume=${resume:-1}
 
@@ -70,6 +75,10 @@ launch train_model_doctor.py \
   --second_term "$second_term" \
   --noise_draws "$noise_draws" \
   --noise_delta "$noise_delta" \
+  --gamma "$gamma" \
+  --kernel_layers="$kernel_layers" \
+  --kernel_tau "$kernel_tau" \
+  --replay_annotated "$replay_annotated" \
   --init "$init" \
   $( [ "$resume" = 1 ] && echo --resume ) \
   ${extra_args:-}

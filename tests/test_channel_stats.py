@@ -113,6 +113,80 @@ def test_npz_round_trip_and_foreign_model(tmp_path):
         back.check_model(net, ["other"], 4)
 
 
+def test_weights_fingerprint_tells_weights_apart():
+    from utils import weights_fingerprint
+    net, same = make_toy(seed=0), make_toy(seed=0)
+    assert weights_fingerprint(net) == weights_fingerprint(same.train())
+    with torch.no_grad():
+        same.conv.weight[0, 0, 0, 0] += 1e-6
+    assert weights_fingerprint(net) != weights_fingerprint(same)
+    assert weights_fingerprint(net) != weights_fingerprint(make_toy(seed=1))
+
+
+def test_statistics_of_another_model_or_run_are_refused(tmp_path):
+    """ResNet-34's statistics fit SENet-34's layer names and widths; the stored settings and
+    the weights fingerprint still tell them (and another run of ResNet-34) apart."""
+    import models
+    from utils import weights_fingerprint
+    torch.manual_seed(0)
+    resnet = models.load_model("resnet34", 3, 10, image_size=32)
+    settings = {"model_name": "resnet34", "data_name": "cifar10", "grad_mode": "abs",
+                "in_channels": 3, "model_fingerprint": weights_fingerprint(resnet),
+                "model_path": "runs/a/model_ori.pth"}
+    stats = ChannelStatistics.for_model(resnet, [0], 10, settings=settings)
+    stats.save(tmp_path / "channel_stats.npz")
+    back = ChannelStatistics.load(tmp_path / "channel_stats.npz")
+    run = {"model_name": "resnet34", "data_name": "cifar10", "grad_mode": "abs", "in_channels": 3}
+    back.check_settings(run, weights_fingerprint(resnet))            # the same run: accepted
+    for key, value in (("model_name", "senet34"), ("data_name", "cifar100"),
+                       ("grad_mode", "relu"), ("in_channels", 1)):
+        with pytest.raises(ValueError, match=rf"channel_stats.npz was computed with "
+                                             rf"{key}='?{stats.settings[key]}'?, this run has "
+                                             rf"{key}='?{value}'?.*--allow_foreign_stats"):
+            back.check_settings({**run, key: value}, escape="--allow_foreign_stats")
+    torch.manual_seed(1)
+    other_run = models.load_model("resnet34", 3, 10, image_size=32)
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed on other weights "
+                                         r"\(runs/a/model_ori.pth"):
+        back.check_settings(run, weights_fingerprint(other_run))
+    # a file from before fingerprints: a warning, not an error
+    del stats.settings["model_fingerprint"]
+    stats.save(tmp_path / "old.npz")
+    with pytest.warns(UserWarning, match="no weights fingerprint"):
+        ChannelStatistics.load(tmp_path / "old.npz").check_settings(run, "0" * 64)
+
+
+def test_corrupt_statistics_files_name_the_file(tmp_path):
+    net = make_toy(channels=3)
+    stats = ChannelStatistics.for_model(net, [0], 4, settings={"model_name": "toy"})
+    good = tmp_path / "good.npz"
+    stats.save(good)
+    data = good.read_bytes()
+    bad = {"garbage.npz": b"not statistics\n" * 30, "empty.npz": b"",
+           "cut_last_byte.npz": data[:-1]}
+    bad.update({f"cut{k}.npz": data[:len(data) * k // 10] for k in (1, 5, 9)})
+    for name, content in bad.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save({"model": net.state_dict()}, tmp_path / "checkpoint_as.npz")
+    np.save(tmp_path / "one_array.npy", np.arange(3))
+    np.savez(tmp_path / "other_arrays.npz", a=np.arange(3))
+    np.savez(tmp_path / "objects.npz", layers=np.array([{"a": 1}], dtype=object),
+             channels=np.array([3]))
+    np.savez(tmp_path / "bad_shape.npz", layers=np.array(["conv"]), channels=np.array([3]),
+             num_classes=np.int64(4), theta=np.float64(0.2), counts=np.zeros(4, np.int64),
+             **{"layer0/sum": np.zeros((4, 5))})
+    names = [*bad, "checkpoint_as.npz", "one_array.npy", "other_arrays.npz", "objects.npz",
+             "bad_shape.npz"]
+    for name in names:
+        with pytest.raises(ValueError,
+                           match=rf"{name} is not a valid channel statistics file") as e:
+            ChannelStatistics.load(tmp_path / name)
+        assert "allow_pickle" not in str(e.value) and "pickle.load" not in str(e.value)
+        assert e.value.__cause__ is None       # no chained reader message with its advice
+        assert e.value.__context__ is None or e.value.__suppress_context__
+    assert ChannelStatistics.load(good).layers == {"conv": 3}
+
+
 def test_hooks_removed_and_memory_flat():
     net = make_toy()
     x = torch.randn(2, 1, 3, 3)

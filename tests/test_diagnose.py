@@ -249,8 +249,45 @@ def test_diagnose_refuses_foreign_statistics(experiment):
     assert not (tmp / "out_foreign" / "diagnosis.csv").exists()
 
 
+def test_diagnose_refuses_statistics_of_other_weights(experiment):
+    tmp, root, ckpt, grads = experiment
+    state = torch.load(ckpt, weights_only=True)
+    weights = state["model"] if "model" in state else state
+    key = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[key] = weights[key] * 1.001
+    other = tmp / "other_run.pth"
+    torch.save(state, other)
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed on other weights"):
+        diagnose.main(diagnose_args(root, other, grads, tmp / "out_other_run"))
+    assert not (tmp / "out_other_run" / "diagnosis.csv").exists()
+    diagnose.main(diagnose_args(root, other, grads, tmp / "out_other_run",
+                                "--allow_foreign_stats"))
+    assert (tmp / "out_other_run" / "diagnosis.csv").is_file()
+
+
 def test_diagnose_runs_as_a_script_from_the_repo_root():
     proc = subprocess.run([sys.executable, "core/diagnose.py", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--grad_path" in proc.stdout and "--mask_dir" in proc.stdout
+
+
+def test_class_background_shares_by_hand():
+    from core.diagnose import class_background_shares
+    from toy import make_toy
+    net = make_toy(in_channels=2, channels=2, num_classes=3)
+    with torch.no_grad():
+        net.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        net.conv.bias.fill_(-0.1)
+    fg = torch.zeros(4, 1, 4, 4)
+    fg[:, :, 1:3, 1:3] = 1.0
+    x = torch.cat([1.0 - fg, 2.0 * fg], dim=1)     # kernel 0 fires on background, 1 on object
+    labels = torch.tensor([0, 0, 2, 2])
+    annotated = torch.tensor([True, True, True, False])
+    loader = [(x[:2], labels[:2], ["a", "b"], fg[:2], annotated[:2]),
+              (x[2:], labels[2:], ["c", "d"], fg[2:], annotated[2:])]
+    shares = class_background_shares(net, loader, "conv", 3, torch.device("cpu"))
+    w = net.fc.weight.detach().abs()
+    expect = [12 * w[n, 0] / (12 * w[n, 0] + 4 * w[n, 1]) for n in (0, 2)]
+    assert np.isnan(shares[1])
+    np.testing.assert_allclose(shares[[0, 2]], torch.stack(expect).numpy(), rtol=1e-6)

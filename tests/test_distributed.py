@@ -96,7 +96,7 @@ def test_treatment_under_torchrun(setup):
          data / "train", "--grad_path", tmp / "g", "--noise_draws", "2", "--no_figures"])
     out = tmp / "doctor2"
     run(["train_model_doctor.py", *COMMON, "--data_dir", data, "--ori_model_path", tmp / "m.pth",
-         "--res_model_path", out, "--grad_dir", tmp / "g", "--alpha", "0.1", "--beta", "0",
+         "--model_dir", out, "--grad_dir", tmp / "g", "--alpha", "0.1", "--beta", "0",
          "--num_epochs", "1", "--batch_size", "4"], nproc=2)
     lines = [json.loads(l) for l in (out / "epochs.jsonl").read_text().splitlines()]
     assert [l["epoch"] for l in lines] == [0, 1] and lines[1]["train/channel"] > 0

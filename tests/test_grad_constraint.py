@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from core.channel_stats import ChannelStatistics, rectify
-from core.grad_constraint import (DoctorLoss, background_weights, channel_loss, dilate,
+from core.grad_constraint import (DoctorLoss, background_share, background_weights,
+                                  channel_loss, dilate, kernel_loss,
                                   second_class, spatial_loss)
 from core.hooks import FeatureHooks
 from toy import conv_out, make_toy
@@ -84,6 +85,29 @@ def test_spatial_loss_by_hand():
     # all-foreground masks, or no annotation at all: zero
     assert spatial_loss(g, background_weights(torch.ones(2, 1, 4, 4), torch.tensor([True, True]))) == 0
     assert spatial_loss(g, background_weights(fg, torch.tensor([False, False]))) == 0
+
+
+def test_ignored_pixels_weigh_zero_by_hand():
+    """Mask codes 1 = object, 0 = background, 2 = ignore (labelme ``__ignore__``)."""
+    masks = torch.zeros(1, 1, 4, 5)
+    masks[0, 0, 1, 1] = 1            # one object pixel
+    masks[0, 0, 3, :] = 2            # an ignored bottom row
+    masks[0, 0, 1, 3] = 2            # an ignored pixel next to background
+    annotated = torch.tensor([True])
+    expect = torch.tensor([[1., 1., 1., 1., 1.],
+                           [1., 0., 1., 0., 1.],
+                           [1., 1., 1., 1., 1.],
+                           [0., 0., 0., 0., 0.]])
+    torch.testing.assert_close(background_weights(masks, annotated)[0, 0], expect)
+    # e = 1 dilates the object (a plus shape), never the ignored pixels
+    expect1 = torch.tensor([[1., 0., 1., 1., 1.],
+                            [0., 0., 0., 0., 1.],
+                            [1., 0., 1., 1., 1.],
+                            [0., 0., 0., 0., 0.]])
+    torch.testing.assert_close(background_weights(masks, annotated, 1)[0, 0], expect1)
+    g = torch.arange(20.).view(1, 1, 4, 5)          # |∂y/∂m| = 0..19, one channel
+    assert spatial_loss(g, background_weights(masks, annotated)).item() == \
+        pytest.approx(sum(range(0, 15)) - 6 - 8)    # rows 0-2 minus pixels (1,1), (1,3)
 
 
 def test_spatial_background_resized_by_area():
@@ -200,3 +224,110 @@ def test_bf16_autocast_constraint_is_finite_and_close():
     for key in ("channel", "spatial"):
         assert terms[torch.bfloat16][key] == pytest.approx(terms[None][key], rel=0.05)
     doctor.remove()
+
+
+# ------------------------------------------------ background kernels (not in the paper)
+
+def test_background_share_by_hand():
+    g = torch.zeros(2, 2, 2, 2)
+    g[0, 0] = torch.tensor([[1.0, -3.0], [0.0, 0.0]])
+    g[1, 0] = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
+    g[:, 1] = -1.0
+    bg = torch.zeros(2, 1, 2, 2)
+    bg[0, 0, 0, 1] = 1.0               # image 0: background is the top-right pixel
+    bg[1, 0, 1] = 0.5                  # image 1: half-weight bottom row
+    share = background_share(g, bg)
+    # kernel 0: (3 + 0.5·2 + 0.5·2) / (1 + 3 + 2 + 2); kernel 1: (1 + 0.5 + 0.5) / 8
+    torch.testing.assert_close(share, torch.tensor([5 / 8, 2 / 8]))
+    # area-resized background: a 4x4 mask onto the 2x2 map
+    big = torch.zeros(2, 1, 4, 4)
+    big[0, 0, :2, 2:] = 1.0
+    big[1, 0, 2:] = 0.5
+    torch.testing.assert_close(background_share(g, big), share)
+    assert background_share(torch.zeros(1, 3, 2, 2), bg[:1]).tolist() == [0, 0, 0]
+
+
+def test_kernel_loss_by_hand():
+    net = make_toy(channels=3, num_classes=4)
+    x = torch.randn(5, 1, 4, 4)
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    g, _ = toy_grads(net, x, labels)
+    kernels = torch.tensor([1.0, 0.0, 1.0])
+    active = (conv_out(net, x) > 0).float().sum(dim=(2, 3))          # [B, K]
+    w = net.fc.weight.detach()
+    expect = sum(kernels[k] * w[labels[b], k].abs() * active[b, k]
+                 for b in range(5) for k in range(3)) / 5
+    torch.testing.assert_close(kernel_loss(g, kernels), torch.as_tensor(expect))
+    # J noise draws in front: the mean over draws and images
+    torch.testing.assert_close(kernel_loss(torch.stack([g, 3 * g]), kernels),
+                               torch.as_tensor(2 * expect))
+
+
+def _two_kernel_toy():
+    """Kernel 0 sees input channel 0 (background texture), kernel 1 channel 1 (object)."""
+    net = make_toy(in_channels=2, channels=2, num_classes=3)
+    with torch.no_grad():
+        net.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        net.conv.bias.fill_(-0.1)
+    x = torch.zeros(6, 2, 4, 4)
+    fg = torch.zeros(6, 1, 4, 4)
+    fg[:, :, 1:3, 1:3] = 1.0
+    x[:, 0] = 1.0 - fg[:, 0]           # texture on the background only
+    x[:, 1] = fg[:, 0] * 2.0           # object
+    return net, x, fg
+
+
+def test_find_kernels_picks_the_background_kernel_and_restores_mode():
+    net, x, fg = _two_kernel_toy()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    net.train()
+    doctor = DoctorLoss(net, None, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
+                        kernel_tau=0.5, annotated=(x, labels, fg))
+    kernels = doctor.find_kernels(chunk=4)       # two chunks: sums must be pooled
+    assert kernels["conv"].tolist() == [1.0, 0.0]
+    assert net.training and doctor.hooks.enabled
+    assert doctor.start_epoch(1) == {"kernels/conv": 1}
+    doctor.remove()
+
+
+def test_kernel_term_trains_only_the_background_kernel():
+    net, x, fg = _two_kernel_toy()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    doctor = DoctorLoss(net, None, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
+                        annotated=(x[:3], labels[:3], fg[:3]))
+    doctor.start_epoch(1)
+    logits = net(x)
+    total, terms = doctor((x, labels), x, labels, logits)
+    g, _ = toy_grads(net, x, labels)
+    expect = kernel_loss(g, torch.tensor([1.0, 0.0]))
+    assert terms["kernel"] == pytest.approx(expect.item())
+    torch.testing.assert_close(total, 2.0 * expect)
+    grad = torch.autograd.grad(total, net.fc.weight)[0]
+    assert (grad[:, 0] != 0).all() and (grad[:, 1] == 0).all()
+    doctor.remove()
+
+
+def test_kernel_term_needs_annotations():
+    with pytest.raises(ValueError, match="annotated"):
+        DoctorLoss(make_toy(), None, spatial_layers=(), gamma=1.0, kernel_layers=("conv",))
+
+
+def test_right_reasons_loss_by_hand_and_trains_weights():
+    from core.right_reasons import RightReasonsLoss, right_reasons_loss
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 1, 2, 2, requires_grad=True)
+    logits = lin(x.flatten(1))
+    bg = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]).view(2, 1, 2, 2)
+    loss = right_reasons_loss(logits, x, bg)
+    # ∂/∂x Σ_k log p_k = W^T (1 - C·p) for a linear model
+    p = torch.softmax(logits.detach(), 1)
+    gx = (1 - 3 * p) @ lin.weight.detach()                          # [B, 4]
+    expect = ((bg.view(2, 4) * gx) ** 2).sum(1).mean()
+    torch.testing.assert_close(loss, expect)
+    assert torch.autograd.grad(loss, lin.weight)[0].abs().sum() > 0
+    rrr = RightReasonsLoss(2.0)
+    out = rrr.forward(lambda z: lin(z.flatten(1)), x.detach().clone())
+    fg = 1 - bg
+    total, terms = rrr((None, None, None, fg, torch.tensor([True, False])), x, None, out)
+    torch.testing.assert_close(total, 2.0 * expect)     # image 1 unannotated: 0

@@ -100,11 +100,20 @@ def test_mask_shape_is_placed_at_its_box(tmp_path):
     np.testing.assert_array_equal(json_to_mask(p), expected)
 
 
-def test_ignore_label_is_excluded(tmp_path):
+def test_ignore_label_is_dont_care_and_the_object_wins(tmp_path):
+    """``__ignore__`` areas are 128 ("don't care"), object pixels stay 255 where both cover."""
     p = write_json(tmp_path / "a.json", [
         shape([[0, 0], [15, 11]], "rectangle", label="__ignore__"),
         shape([[2, 2], [4, 4]], "rectangle")])
-    np.testing.assert_array_equal(json_to_mask(p), block(2, 4, 2, 4))
+    expected = np.full((H, W), 128, np.uint8)
+    expected[2:5, 2:5] = 255
+    np.testing.assert_array_equal(json_to_mask(p), expected)
+    q = write_json(tmp_path / "b.json", [
+        shape([[2, 2], [4, 4]], "rectangle"),
+        shape([[3, 0], [9, 1]], "rectangle", label="__ignore__")])
+    expected = block(2, 4, 2, 4)
+    expected[0:2, 3:10] = 128
+    np.testing.assert_array_equal(json_to_mask(q), expected)
 
 
 def test_lines_and_points_contribute_nothing(tmp_path):
@@ -300,3 +309,58 @@ def test_annotate_script_explains_itself_without_a_display(tmp_path):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "pip install labelme" in out and "labelme_to_mask" in out
+
+
+def test_image_path_naming_the_json_itself_uses_image_data(tmp_path):
+    """labelme's tutorial file: ``imagePath`` is the JSON's own name, the image is embedded."""
+    p = write_json(tmp_path / "cat" / "tutorial.json", [shape([[1, 1], [3, 3]], "rectangle")],
+                   image_path="tutorial.json", image_data=png_b64(np.zeros((H, W, 3), np.uint8)))
+    np.testing.assert_array_equal(json_to_mask(p), block(1, 3, 1, 3))
+    # a non-image imagePath other than the JSON itself: the embedded image is used too
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    q = write_json(tmp_path / "cat" / "other.json", [shape([[2, 2], [4, 5]], "rectangle")],
+                   image_path="notes.txt", image_data=png_b64(np.zeros((H, W, 3), np.uint8)))
+    np.testing.assert_array_equal(json_to_mask(q), block(2, 5, 2, 4))
+    # the embedded image is still checked against the declared size
+    r = write_json(tmp_path / "cat" / "wrong.json", [shape([[1, 1], [3, 3]], "rectangle")],
+                   image_path="wrong.json",
+                   image_data=png_b64(np.zeros((H + 1, W, 3), np.uint8)))
+    with pytest.raises(ValueError, match="wrong.json.*mismatch"):
+        json_to_mask(r)
+    # without imageData an undecodable imagePath is still an error naming it
+    s = write_json(tmp_path / "cat" / "nodata.json", [shape([[1, 1], [3, 3]], "rectangle")],
+                   image_path="notes.txt")
+    with pytest.raises(ValueError, match=r"nodata.json.*cannot read image .*notes.txt"):
+        json_to_mask(s)
+
+
+def test_exif_rotated_jpeg_mask_agrees_with_the_loaded_image(tmp_path):
+    """labelme annotates the EXIF-rotated image; the loader must decode that same frame."""
+    import loaders
+    from labelme.utils import apply_exif_orientation
+    root = tmp_path / "data"
+    stored = np.zeros((24, 40, 3), np.uint8)     # as stored in the file: 40 wide, 24 high
+    stored[2:10, 3:15] = 255                     # an object near the stored top-left corner
+    for orientation, stem in ((6, "rot90"), (3, "rot180")):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = root / "train" / "cat" / f"{stem}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(stored).save(path, quality=100, exif=exif)
+        with Image.open(path) as img:            # the frame labelme shows and annotates
+            shown = np.asarray(apply_exif_orientation(img).convert("L"))
+        ys, xs = np.nonzero(shown > 127)
+        write_json(tmp_path / "json" / "cat" / f"{stem}.json",
+                   [shape([[int(xs.min()), int(ys.min())], [int(xs.max()), int(ys.max())]],
+                          "rectangle")], height=shown.shape[0], width=shown.shape[1],
+                   image_path=f"../../data/train/cat/{stem}.jpg")
+    n_ok, failures = convert_folder(tmp_path / "json", tmp_path / "masks", root / "train")
+    assert (n_ok, failures) == (2, [])
+    ds = loaders.build_dataset("stl10", root, "train", mask_dir=tmp_path / "masks")
+    assert {rel for rel, _ in ds.samples} == {"cat/rot90.jpg", "cat/rot180.jpg"}
+    for i in range(len(ds)):
+        image, _ = ds.load(i)[:2]
+        mask = np.asarray(Image.open(ds.mask_paths[i]))
+        assert image.size == (mask.shape[1], mask.shape[0])
+        bright = np.asarray(image.convert("L")) > 127
+        assert (bright == (mask > 0)).mean() > 0.99, ds.samples[i][0]

@@ -96,3 +96,75 @@ def test_bad_input(tmp_path):
         f.unlink()
     with pytest.raises(ValueError, match=r"class 2 \('c2'\) has no images"):
         loaders.build_dataset("digits", root, "train")
+
+
+def test_test_split_missing_a_class_keeps_the_train_labels(tmp_path):
+    """Without classes.txt the label order is the train split's class folders, for every
+    split: a test split without ``c1`` still labels ``c2`` as 2 (and warns)."""
+    import shutil
+    root = make_image_folder(tmp_path / "d", num_classes=3, per_class=2)
+    (root / "classes.txt").unlink()
+    shutil.rmtree(root / "test" / "c1")
+    with pytest.warns(UserWarning, match=r"no images of class\(es\) \['c1'\]"):
+        ds = loaders.build_dataset("digits", root, "test")
+    assert ds.classes == ["c0", "c1", "c2"]
+    assert dict(ds.samples) == {"c0/img0.png": 0, "c0/img1.png": 0,
+                                "c2/img0.png": 2, "c2/img1.png": 2}
+    # the train split is where a missing class is an error
+    shutil.rmtree(root / "train" / "c2")
+    (root / "train" / "c2").mkdir()
+    with pytest.raises(ValueError, match=r"class 2 \('c2'\) has no images"):
+        loaders.build_dataset("digits", root, "train")
+
+
+def test_split_folder_outside_the_label_order_is_an_error(tmp_path):
+    root = make_image_folder(tmp_path / "d", num_classes=3, per_class=1)
+    (root / "classes.txt").unlink()
+    (root / "test" / "c9").mkdir()
+    Image.new("L", (32, 32)).save(root / "test" / "c9" / "x.png")
+    with pytest.raises(ValueError, match=r"test has folder\(s\) \['c9'\] that are not classes"):
+        loaders.build_dataset("digits", root, "test")
+
+
+def test_mask_file_codes_object_ignore_background(tmp_path):
+    """255 / 128 / 0 in the file -> 1 / 2 / 0 in the loaded mask, also after the resize."""
+    root = tmp_path / "d"
+    (root / "train" / "a").mkdir(parents=True)
+    (root / "m" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "train" / "a" / "x.png")
+    values = np.zeros((8, 8), np.uint8)
+    values[:4] = 255
+    values[4:6, :4] = 128
+    Image.fromarray(values).save(root / "m" / "a" / "x.png")
+    expected = np.zeros((8, 8), np.float32)
+    expected[:4] = loaders.MASK_OBJECT
+    expected[4:6, :4] = loaders.MASK_IGNORE
+    ds = loaders.build_dataset("digits", root, "train", mask_dir=root / "m",
+                               train_transform=False)
+    np.testing.assert_array_equal(ds[0][3][0].numpy(), expected)
+    big = loaders.build_dataset("stl10", root, "train", mask_dir=root / "m",
+                                train_transform=False)[0][3][0]       # 8 -> 224 px, nearest
+    np.testing.assert_array_equal(big[::28, ::28].numpy(), expected)
+    np.testing.assert_array_equal(loaders.decode_mask(np.array([0, 63, 64, 191, 192, 255])),
+                                  [0, 0, 2, 2, 1, 1])
+
+
+def test_mask_size_mismatch_found_when_the_dataset_is_built(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=2, masks=True)
+    masks = root / "masks" / "train"
+    Image.new("L", (30, 31)).save(masks / "c1" / "img1.png")
+    with pytest.raises(ValueError, match=r"mask .*c1/img1\.png is 30x31 \(WxH\) but its image "
+                                         r".*train/c1/img1\.png is 32x32"):
+        loaders.build_dataset("digits", root, "train", mask_dir=masks)
+
+
+def test_orphan_masks_are_reported(tmp_path):
+    root = make_image_folder(tmp_path / "d", per_class=2, masks=True)
+    masks = root / "masks" / "train"
+    for name in ("c0/gone.png", "c0/img0_old.png", "c9/x.png", "c1/img0.jpg"):
+        (masks / name).parent.mkdir(exist_ok=True)
+        Image.new("L", (32, 32)).save(masks / name)
+    with pytest.warns(UserWarning, match=r"4 mask file\(s\) in .* match no image .*"
+                                         r"\['c0/gone.png', 'c0/img0_old.png', 'c1/img0.jpg'"):
+        ds = loaders.build_dataset("digits", root, "train", mask_dir=masks)
+    assert ds.num_annotated == len(ds) == 6

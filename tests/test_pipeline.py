@@ -61,14 +61,14 @@ def test_artifacts(pipeline):
 @pytest.mark.parametrize("alpha,beta,extra", [
     ("0.1", "0.5", []),
     ("0.1", "0", ["--noise_draws", "2", "--noise_delta", "0.1", "--second_term", "mask",
-                  "--grad_mode", "relu"]),
+                  "--grad_mode", "relu", "--allow_foreign_stats"]),   # statistics: abs
 ])
 def test_treatment_epoch0_equals_test_py(pipeline, tmp_path, alpha, beta, extra):
     data, out = pipeline
     res = tmp_path / "doctor"
     result = train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
         COMMON + ["--data_dir", str(data), "--ori_model_path", str(out / "models" / "model_ori.pth"),
-                  "--res_model_path", str(res), "--grad_dir", str(out / "grads"),
+                  "--model_dir", str(res), "--grad_dir", str(out / "grads"),
                   "--mask_dir", str(out / "masks"), "--alpha", alpha, "--beta", beta,
                   "--num_epochs", "1", "--batch_size", "10", "--expand_px", "1",
                   "--channel_layers", "0,1", *extra]))
@@ -85,7 +85,7 @@ def test_treatment_epoch0_equals_test_py(pipeline, tmp_path, alpha, beta, extra)
 
 def test_treatment_refuses_bad_inputs(pipeline, tmp_path):
     data, out = pipeline
-    base = COMMON + ["--data_dir", str(data), "--res_model_path", str(tmp_path / "r"),
+    base = COMMON + ["--data_dir", str(data), "--model_dir", str(tmp_path / "r"),
                      "--grad_dir", str(out / "grads"), "--num_epochs", "1"]
     parse = train_model_doctor.get_args_parser().parse_args
     with pytest.raises(FileNotFoundError, match="ori_model_path .*missing.pth"):
@@ -95,3 +95,92 @@ def test_treatment_refuses_bad_inputs(pipeline, tmp_path):
         train_model_doctor.main(parse(base + ori + ["--beta", "1"]))
     with pytest.raises(ValueError, match="no statistics for layer"):
         train_model_doctor.main(parse(base + ori + ["--beta", "0", "--channel_layers", "3"]))
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed with "
+                                         r"grad_mode='abs', this run has grad_mode='relu'"):
+        train_model_doctor.main(parse(base + ori + ["--beta", "0", "--grad_mode", "relu"]))
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed with model_name="
+                                         r"'smallcnn', this run has model_name='alexnet'"):
+        train_model_doctor.main(parse([a if a != "smallcnn" else "alexnet" for a in base]
+                                      + ["--init", "scratch", "--beta", "0"]))
+
+
+def test_treatment_refuses_statistics_of_other_weights(pipeline, tmp_path):
+    """Another run of the same model: told apart by the weights fingerprint."""
+    import torch
+    data, out = pipeline
+    ckpt = torch.load(out / "models" / "model_ori.pth", weights_only=True)
+    first = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][first] = ckpt["model"][first] + 1e-4
+    other = tmp_path / "other_run.pth"
+    torch.save(ckpt, other)
+    args = COMMON + ["--data_dir", str(data), "--model_dir", str(tmp_path / "r"),
+                     "--grad_dir", str(out / "grads"), "--num_epochs", "1", "--beta", "0",
+                     "--batch_size", "10", "--ori_model_path", str(other)]
+    parse = train_model_doctor.get_args_parser().parse_args
+    with pytest.raises(ValueError, match=r"channel_stats.npz was computed on other weights "
+                                         r"\(.*model_ori.pth.*--allow_foreign_stats"):
+        train_model_doctor.main(parse(args))
+    assert not (tmp_path / "r").exists()
+    result = train_model_doctor.main(parse(args + ["--allow_foreign_stats"]))
+    assert (tmp_path / "r" / "model_doctor.pth").is_file() and "epoch0_acc" in result
+
+
+def test_mask_size_mismatch_stops_treatment_before_any_output(pipeline, tmp_path):
+    import shutil
+    from PIL import Image
+    data, out = pipeline
+    masks = tmp_path / "masks"
+    shutil.copytree(out / "masks", masks)
+    first = sorted(masks.rglob("*.png"))[0]
+    Image.new("L", (20, 20)).save(first)
+    res = tmp_path / "r"
+    with pytest.raises(ValueError, match=rf"mask .*{first.name} is 20x20 \(WxH\) but its image"):
+        train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
+            COMMON + ["--data_dir", str(data), "--model_dir", str(res),
+                      "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                      "--grad_dir", str(out / "grads"), "--mask_dir", str(masks),
+                      "--alpha", "0.1", "--beta", "1", "--num_epochs", "1"]))
+    assert not res.exists()
+
+
+def test_treatment_with_background_kernels_and_replay(pipeline, tmp_path):
+    data, out = pipeline
+    res = tmp_path / "doctor"
+    train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
+        COMMON + ["--data_dir", str(data), "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                  "--model_dir", str(res), "--mask_dir", str(out / "masks"),
+                  "--alpha", "0", "--beta", "0", "--gamma", "0.5", "--kernel_layers=-1,-2",
+                  "--replay_annotated", "2", "--num_epochs", "1", "--batch_size", "10"]))
+    line = [json.loads(l) for l in (res / "epochs.jsonl").read_text().splitlines()][-1]
+    assert line["train/kernel"] > 0
+    assert {k for k in line if k.startswith("kernels/")} == {"kernels/0.0", "kernels/1.0"}
+    with pytest.raises(ValueError, match="--replay_annotated needs masks"):
+        train_model_doctor.main(train_model_doctor.get_args_parser().parse_args(
+            COMMON + ["--data_dir", str(data), "--model_dir", str(tmp_path / "r2"),
+                      "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                      "--alpha", "0", "--beta", "0", "--replay_annotated", "2"]))
+
+
+def test_treatment_writes_the_released_file_and_refuses_anothers_last_pth(pipeline, tmp_path):
+    """--res_model_path names the treated model file (released); in the released layout it
+    shares models/ with train.py, whose last.pth --resume must not continue."""
+    data, out = pipeline
+    shared = tmp_path / "models"
+    shared.mkdir()
+    (shared / "last.pth").write_bytes((out / "models" / "last.pth").read_bytes())
+    argv = COMMON + ["--data_dir", str(data),
+                     "--ori_model_path", str(out / "models" / "model_ori.pth"),
+                     "--res_model_path", str(shared / "model_optim.pth"), "--grad_dir",
+                     str(out / "grads"), "--beta", "0", "--num_epochs", "1", "--batch_size", "10",
+                     "--log_dir", str(tmp_path / "runs")]
+    parse = train_model_doctor.get_args_parser().parse_args
+    with pytest.raises(ValueError, match="last.pth is the state of the run that writes "
+                                         "model_ori.pth"):
+        train_model_doctor.main(parse(argv + ["--resume"]))
+    with pytest.raises(ValueError, match="--model_dir .* contradicts --res_model_path"):
+        train_model_doctor.main(parse(argv + ["--model_dir", str(tmp_path / "elsewhere")]))
+    result = train_model_doctor.main(parse(argv))
+    assert (shared / "model_optim.pth").is_file() and not (shared / "model_doctor.pth").exists()
+    assert json.loads((shared / "result.json").read_text())["best_acc"] == result["best_acc"]
+    result = train_model_doctor.main(parse(argv + ["--resume"]))   # its own last.pth resumes
+    assert result["epochs"] == 1

@@ -413,3 +413,76 @@ def test_folder_names_and_mixing_guard(tmp_path):
         write_dataset([(image, 0, "train", "a.png")], tmp_path, ["x", "z"], "toy")
     with pytest.raises(ValueError, match="outside"):
         write_dataset([(image, 0, "train", "../../../a.png")], tmp_path / "r", ["x"], "toy")
+
+
+# ---------------------------------------------------------------- texture decoy, val split
+
+def test_textures_are_distinct_and_flip_invariant():
+    tex = [decoy.texture(c, 28, 28) for c in range(decoy.NUM_TEXTURES)]
+    for a in range(len(tex)):
+        for b in range(a + 1, len(tex)):
+            assert (tex[a] != tex[b]).any(), (a, b)
+    for c, t in enumerate(tex):
+        flipped = t[:, ::-1]
+        # a horizontal flip is the same texture up to a horizontal shift of at most 3 px
+        assert any((np.roll(t, s, axis=1)[:, 4:-4] == flipped[:, 4:-4]).all()
+                   for s in range(4)), c
+
+
+def test_texture_decoy_paints_background_only():
+    image = np.zeros((28, 28), np.uint8)
+    image[8:20, 10:18] = 200
+    image[5, 5] = 30              # faint background pixel, below a quarter of the maximum
+    out, mask = decoy.add_decoy(image, 3, "train", 10, np.random.default_rng(0), "texture", 60)
+    expected_bg = np.maximum(image, decoy.texture(3, 28, 28) * 60)
+    obj = mask > 0
+    assert (out[obj] == image[obj]).all() and obj.sum() == 12 * 8
+    assert (out[~obj] == expected_bg[~obj]).all()
+    assert out[0, 0] == 0 and out[0, 1] == 60          # texture 3: vertical lines at odd x
+    # test split: a random class's texture, the same mask
+    seen = set()
+    for seed in range(30):
+        out, mask2 = decoy.add_decoy(image, 3, "test", 10, np.random.default_rng(seed),
+                                     "texture", 60)
+        assert (mask2 == mask).all()
+        seen.add(next(c for c in range(10)
+                      if (out[~obj] == np.maximum(image, decoy.texture(c, 28, 28) * 60)[~obj]).all()))
+    assert len(seen) >= 6
+
+
+def test_texture_decoy_val_split_and_subset(tmp_path):
+    write_mnist(tmp_path / "raw", np.random.default_rng(9), n_train=40, n_test=10)
+    mnist.convert_mnist("mnist", tmp_path / "raw", tmp_path / "mnist",
+                        expected_counts={"train": 40, "test": 10})
+    out = tmp_path / "decoy"
+    decoy.make_decoy(tmp_path / "mnist", out, kind="texture", val_per_class=1,
+                     train_per_class=2)
+    train = sorted(p.relative_to(out / "train") for p in (out / "train").rglob("*.png"))
+    val = sorted(p.relative_to(out / "val") for p in (out / "val").rglob("*.png"))
+    assert len(train) == 20 and len(val) == 10 and not set(train) & set(val)
+    assert len(list((out / "masks" / "val").rglob("*.png"))) == 10
+    source = tmp_path / "mnist" / "train"
+    for rel in train:   # training images carry their own class's texture in the background
+        image, plain = read_png(out / "train" / rel), read_png(source / rel)
+        bg = read_png(out / "masks" / "train" / rel) == 0
+        label = int(rel.parts[0])
+        painted = np.maximum(plain, decoy.texture(label, 28, 28) * decoy.TEXTURE_STRENGTH)
+        assert (image[bg] == painted[bg]).all()
+    with pytest.raises(ValueError, match="cannot hold out 4"):
+        decoy.make_decoy(tmp_path / "mnist", tmp_path / "bad", kind="texture", val_per_class=4)
+
+
+def test_fashion_mnist_found_in_system_copy(tmp_path, monkeypatch, capsys):
+    system = tmp_path / "usr_share"
+    write_mnist(system, np.random.default_rng(10), n_train=10)
+    monkeypatch.setitem(mnist.SYSTEM_DIRS, "fashion_mnist", system)
+    out = tmp_path / "out"
+    mnist.convert_mnist("fashion_mnist", tmp_path / "empty", out,
+                        expected_counts={"train": 10, "test": 4})
+    assert f"using the system copy in {system}" in capsys.readouterr().out
+    assert len(list((out / "train").rglob("*.png"))) == 10
+    # files in the source folder take precedence over the system copy
+    write_mnist(tmp_path / "local", np.random.default_rng(11), n_train=6)
+    mnist.convert_mnist("fashion_mnist", tmp_path / "local", tmp_path / "out2",
+                        expected_counts={"train": 6, "test": 4})
+    assert "system copy" not in capsys.readouterr().out

@@ -1,7 +1,10 @@
 """The quickstart in its fast mode (same code path, fewer epochs) runs end to end."""
+import json
 import os
 import subprocess
 from pathlib import Path
+
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +26,11 @@ def test_quickstart_fast(tmp_path):
     assert len(jsons) == len(masks) > 0
     assert (exp / "grads" / "heatmap_layer_0.png").stat().st_size > 1000
     assert (exp / "diagnosis" / "overlays_high_low.png").stat().st_size > 1000
+    # Fig. 2b has its low-confidence row: sift/low existed when the diagnosis ran
+    diagnosis_args = json.loads((exp / "diagnosis" / "runs" / "args.json").read_text())
+    assert diagnosis_args["low_path"] == str(exp / "sift" / "low")
+    with Image.open(exp / "diagnosis" / "overlays_high_low.png") as figure:
+        assert figure.height > 1.5 * 2.6 * 120     # two rows of 2.6 in at 120 dpi, not one
     assert (exp / "diagnosis" / "diagnosis.csv").is_file()
     for variant in ("control", "channel", "space", "all"):
         assert (exp / variant / "models" / "test_final_clean.json").is_file()

@@ -283,3 +283,33 @@ def test_doctor_forward_shares_the_head_with_the_noisy_draws(name):
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     doctor.remove()
+
+
+@pytest.mark.parametrize("path", ["shared", "tail", "fallback"])
+def test_noisy_treatment_does_not_move_bn_running_stats(path, monkeypatch):
+    """After one treatment step with J > 1, δ > 0 in train mode, every BN's running mean,
+    variance and batch count equal those after the plain training forward alone."""
+    import copy
+    torch.manual_seed(0)
+    model = load_model("smallcnn", 3, 10, image_size=32).train()
+    layer = load_modules(model, [1])[0][0]          # BNs before and after the split
+    reference = copy.deepcopy(model)
+    x, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 5, 2, 7])
+    reference(x)                                    # the plain forward only
+    if path == "fallback":
+        monkeypatch.setattr(core.grad_constraint, "noisy_forward", lambda *a, **k: None)
+    doctor = _doctor(model, layer)
+    logits = doctor.forward(model, x) if path == "shared" else model(x)
+    assert (doctor._shared is not None) == (path == "shared")
+    total, _ = doctor((x, labels, [], torch.zeros(4, 1, 32, 32), torch.ones(4, dtype=bool)),
+                      x, labels, logits)
+    (F.cross_entropy(logits, labels) + total).backward()
+    doctor.remove()
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert len(bns) == 4
+    for name, ref in reference.named_modules():
+        if name in bns:
+            for buf in ("running_mean", "running_var", "num_batches_tracked"):
+                torch.testing.assert_close(getattr(bns[name], buf), getattr(ref, buf),
+                                           rtol=1e-6, atol=1e-7, msg=f"{name}.{buf}")
+            assert bns[name].track_running_stats

@@ -1,5 +1,7 @@
 """utils (atomic files, devices, seeding) and metrics against hand-computed values."""
 import numpy as np
+import re
+
 import pytest
 import torch
 
@@ -47,10 +49,44 @@ def test_atomic_save_leaves_nothing_on_failure(tmp_path):
     assert not (tmp_path / "new.pth").exists()
 
 
+UNSAFE_ADVICE = ("weights_only", "allow_pickle", "pickle.load", "trust")
+
+
 def test_load_checkpoint_refuses_pickled_objects(tmp_path):
     torch.save({"x": Arbitrary()}, tmp_path / "evil.pth")
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(ValueError,
+                       match=r"evil\.pth is not a valid checkpoint.*Python objects") as e:
         load_checkpoint(tmp_path / "evil.pth")
+    assert not any(advice in str(e.value) for advice in UNSAFE_ADVICE)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_corrupt_checkpoints_name_the_file(tmp_path):
+    """Garbage, empty, truncated or foreign files: a ValueError naming the file that does
+    not advise loading it unsafely."""
+    import pickle
+    import numpy as np
+    from utils import load_weights
+    import models
+    good = tmp_path / "good.pth"
+    torch.save({"model": models.load_model("smallcnn", 1, 3).state_dict()}, good)
+    data = good.read_bytes()
+    bad = {"garbage.pth": b"this is not a checkpoint\n" * 20, "empty.pth": b""}
+    bad.update({f"cut{k}.pth": data[:len(data) * k // 10] for k in (1, 5, 9)})
+    bad["cut_last_byte.pth"] = data[:-1]
+    for name, content in bad.items():
+        (tmp_path / name).write_bytes(content)
+    with open(tmp_path / "stats_as.pth", "wb") as f:
+        np.savez(f, a=np.arange(3))
+    with open(tmp_path / "pickled.pth", "wb") as f:
+        pickle.dump({"model": {"w": [1, 2]}}, f)
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    for name in [*bad, "stats_as.pth", "pickled.pth", "tensor.pth"]:
+        with pytest.raises(ValueError, match=rf"{re.escape(name)} is not a valid checkpoint") as e:
+            load_weights(models.load_model("smallcnn", 1, 3), tmp_path / name, "smallcnn")
+        assert not any(advice in str(e.value) for advice in UNSAFE_ADVICE), str(e.value)
+        assert e.value.__cause__ is None       # no chained reader message with its advice
+        assert e.value.__context__ is None or e.value.__suppress_context__
 
 
 def test_safe_child(tmp_path):
@@ -66,5 +102,5 @@ def test_device_choice():
     assert get_device("auto").type in ("cpu", "cuda")
     if not torch.cuda.is_available():
         assert get_device("auto", device_index="0") == torch.device("cpu")   # released flag
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             get_device("cuda:0")

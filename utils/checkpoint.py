@@ -1,8 +1,10 @@
 """Model weight files: metadata travels with the weights, mismatches are explained."""
 from __future__ import annotations
 
+import hashlib
 import os
 
+import torch
 import torch.nn as nn
 
 from utils.io import atomic_save, load_checkpoint
@@ -11,6 +13,19 @@ from utils.io import atomic_save, load_checkpoint
 def save_weights(model: nn.Module, path: str | os.PathLike, **meta) -> None:
     """Write ``{"model": state_dict, **meta}`` atomically (``meta``: model_name, num_classes…)."""
     atomic_save({"model": unwrap(model).state_dict(), **meta}, path)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 (hex) of the model's state dict: every tensor's name, dtype, shape and bytes.
+
+    Equal for the same weights on any device; different for any other run or epoch.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(unwrap(model).state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -26,8 +41,13 @@ def load_weights(model: nn.Module, path: str | os.PathLike, model_name: str = "m
     naming the file, the model and the first differing tensors (e.g. a wrong num_classes).
     """
     ckpt = load_checkpoint(path)
-    state = ckpt["model"] if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict) else ckpt
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a valid checkpoint: it holds a "
+                         f"{type(ckpt).__name__}, not a state dict")
+    state = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
     meta = {k: v for k, v in ckpt.items() if k != "model"} if state is not ckpt else {}
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is not a valid checkpoint: no state dict of tensors in it")
     target = unwrap(model)
     own = target.state_dict()
     state = {k.removeprefix("module."): v for k, v in state.items()}

@@ -55,13 +55,33 @@ def atomic_save(obj, path: str | os.PathLike, saver: Callable | None = None) -> 
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu"):
-    """Load a checkpoint with ``weights_only=True``; a clear error if it is missing."""
+    """Load a checkpoint with ``weights_only=True`` (nothing but tensors and plain containers
+    is ever unpickled).
+
+    Raises FileNotFoundError if it is missing, and a ValueError naming the file if it is not
+    a valid checkpoint: garbage, truncated, or holding other Python objects.
+    """
+    import pickle
+    import zipfile
+
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:
+        raise
+    except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False; a weights file never needs it
+        reason = ("it holds Python objects other than tensors and plain containers"
+                  if "Weights only load failed" in str(e) else "its contents cannot be read")
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, IndexError, TypeError,
+            zipfile.BadZipFile) as e:
+        reason = f"garbage or truncated ({type(e).__name__})"
+    raise ValueError(f"{path} is not a valid checkpoint (a torch.save file of weights): "
+                     f"{reason}") from None
 
 
 def safe_child(root: str | os.PathLike, relative: str | os.PathLike) -> Path:

@@ -29,10 +29,10 @@ def seed_worker(worker_id: int) -> None:
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
-                        help="auto | cpu | cuda | cuda:N | mps (default: %(default)s)")
+                        help="auto (CUDA if available, else CPU) | cpu | cuda | cuda:N | mps")
     parser.add_argument("--device_index", default=None,
                         help="released flag: a CUDA index such as 0; overrides --device when "
-                             "CUDA is available (default: %(default)s)")
+                             "CUDA is available, else the CPU is used (default: unset)")
 
 
 def get_device(device: str = "auto", device_index=None) -> torch.device:
@@ -51,5 +51,5 @@ def get_device(device: str = "auto", device_index=None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}: CUDA is not available on this machine")
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
     return dev

@@ -1,0 +1,59 @@
+"""Baseline: "right for the right reasons" (Ross, Hughes and Doshi-Velez, IJCAI 2017).
+
+Not part of Model Doctor: the input-gradient penalty the shortcut benchmark compares with.
+For an image with background ``A`` (1 = irrelevant pixel)::
+
+    L_rrr = Σ_{c,h,w} ( A ⊙ ∂/∂x Σ_k log p_k(x) )²
+
+averaged over the batch; images without a mask contribute 0. It plugs into ``train.fit`` as
+``extra_loss`` like :class:`core.grad_constraint.DoctorLoss`.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from core.grad_constraint import background_weights
+
+
+def right_reasons_loss(logits: torch.Tensor, images: torch.Tensor,
+                       background: torch.Tensor) -> torch.Tensor:
+    """Ross et al.'s penalty, averaged over the batch.
+
+    Args:
+        logits: ``[B, C]`` computed from ``images`` (which must require grad).
+        images: ``[B, ch, H, W]`` network input.
+        background: ``[B, 1, H, W]`` weights ``A`` (0 for unannotated images).
+    Returns:
+        scalar tensor, differentiable w.r.t. the weights (``create_graph=True``).
+    """
+    log_probs = F.log_softmax(logits.float(), dim=1).sum()
+    grads, = torch.autograd.grad(log_probs, images, create_graph=True)
+    return ((background.to(grads.dtype) * grads) ** 2).sum(dim=(1, 2, 3)).mean()
+
+
+class RightReasonsLoss:
+    """``lam · L_rrr`` as an ``extra_loss`` for ``train.fit``; the batch must carry masks
+    (``image, label, path, mask, annotated``)."""
+
+    def __init__(self, lam: float):
+        if lam <= 0:
+            raise ValueError(f"the right-reasons weight must be positive, got {lam}")
+        self.lam = lam
+
+    def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        self._images = images.requires_grad_(True)
+        return model(self._images)
+
+    def __call__(self, batch, images, labels, logits) -> tuple[torch.Tensor, dict]:
+        if len(batch) < 5:
+            raise ValueError("the right-reasons baseline needs masks: give --mask_dir")
+        masks = batch[3].to(images.device, non_blocking=True)
+        annotated = torch.as_tensor(batch[4], device=images.device)
+        loss = right_reasons_loss(logits, self._images, background_weights(masks, annotated))
+        return self.lam * loss, {"right_reasons": loss.item(),
+                                 "annotated": float(annotated.float().mean())}
+
+    def remove(self) -> None:
+        self._images = None

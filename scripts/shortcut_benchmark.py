@@ -1,0 +1,378 @@
+"""Shortcut benchmark: does a treatment cure a shortcut that the model really takes?
+
+A decoy (``preprocessing/decoy.py``; default: a class texture painted into the background)
+encodes the label in every training image and a random class in the ``val`` and ``test``
+images. Per seed this trains the classifier on the decoy images and, as the reference, on the
+same images without decoy; sifts the ``budget`` lowest-confidence training images per class,
+"annotates" them (labelme JSON traced from the ground-truth object masks, then the labelme
+converter: the paper's annotation path) and fine-tunes the decoy model for ``doctor_epochs``
+with each variant:
+
+* ``control``: plain fine-tune, same epochs, optimiser and schedule;
+* ``paper``: Model Doctor's +All (channel constraint from the statistics of the ``T`` most
+  confident images + spatial constraint on the annotated images, last conv, paper weights);
+* ``rrr_all``: Ross et al.'s input-gradient penalty with the ground-truth mask of **every**
+  training image (50x the annotations);
+* ``kernels``: the background-kernel constraint (``--gamma``) with the ``budget`` masks per
+  class.
+
+Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all``) are chosen on the
+``val`` split (held-out training images with random decoys) of the first seed, never on the
+test split. Every step is skipped when its output exists, so a killed run resumes.
+Writes ``results_dir/shortcut.md``, ``shortcut.json`` and ``shortcut.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+import loaders  # noqa: E402
+import test as test_script  # noqa: E402
+import train  # noqa: E402
+import train_model_doctor  # noqa: E402
+from core import grad_calculate, image_sift  # noqa: E402
+from core.diagnose import class_background_shares  # noqa: E402
+from core.visualize import save_figure  # noqa: E402
+from models import load_model, load_modules  # noqa: E402
+from utils import load_weights  # noqa: E402
+from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
+from utils import atomic_write_text  # noqa: E402
+
+VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels")
+LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
+          "paper": "Model Doctor +All (paper)", "channel": "Model Doctor +Channel (paper)",
+          "space": "Model Doctor +Space (paper)", "rrr_all": "RRR, masks on all images",
+          "kernels": "Background kernels (ours)", "clean": "Clean-trained reference"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model_name", default="smallcnn", help="network")
+    p.add_argument("--base_data", default="fashion_mnist", choices=("fashion_mnist", "mnist"),
+                   help="plain dataset the decoy is painted on (built from --source)")
+    p.add_argument("--source", default="data/raw/fashion_mnist",
+                   help="IDX files (Fashion-MNIST: Debian's copy is found when this is empty)")
+    p.add_argument("--data_root", default="data", help="datasets are written under this folder")
+    p.add_argument("--out_dir", default="output/shortcut", help="runs are written here")
+    p.add_argument("--results_dir", default="results", help="table, JSON and plot")
+    p.add_argument("--decoy_kind", default="texture", choices=decoy.KINDS)
+    p.add_argument("--decoy_strength", type=int, default=decoy.TEXTURE_STRENGTH,
+                   help="texture intensity (1-255)")
+    p.add_argument("--train_per_class", type=int, default=1000, help="training images kept")
+    p.add_argument("--val_per_class", type=int, default=100, help="held-out validation images")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--train_epochs", type=int, default=8, help="training of both classifiers")
+    p.add_argument("--doctor_epochs", type=int, default=4, help="every fine-tune variant")
+    p.add_argument("--budget", type=int, default=20, help="annotated images per class")
+    p.add_argument("--num_high", type=int, default=100, help="T images per class (statistics)")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.01, help="training and fine-tune learning rate")
+    p.add_argument("--alpha", type=float, default=10 / 128, help="paper variant: channel weight")
+    p.add_argument("--beta", type=float, default=1.0, help="paper variant: spatial weight")
+    p.add_argument("--gammas", default="0.3,1,3",
+                   help="background-kernel weights searched on val (first seed)")
+    p.add_argument("--kernel_layers", default="-1", help="background-kernel layers")
+    p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
+    p.add_argument("--rrr_lambdas", default="0.1,1,10",
+                   help="right-reasons weights searched on val (first seed)")
+    p.add_argument("--variants", default="control,paper,rrr_all,kernels",
+                   help=f"treatments to compare, from: {', '.join(VARIANTS)}")
+    p.add_argument("--table_name", default=None,
+                   help="results file name (default: shortcut, or gains without a decoy)")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--no_verify", action="store_true",
+                   help="skip the check of the plain dataset's counts against the official ones")
+    return p
+
+
+def quiet(fn, argv: list[str]):
+    """Run an entry point's ``main`` on ``argv`` with its printing captured."""
+    module = sys.modules[fn.__module__]
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(module.get_args_parser().parse_args(argv))
+
+
+def search_dir(name: str, value: float) -> str:
+    return f"search/kernels_g{value:g}" if name == "kernels" else f"search/rrr_l{value:g}"
+
+
+def floats(text: str) -> list[float]:
+    return [float(t) for t in text.split(",") if t.strip()]
+
+
+def data_name(args) -> str:
+    return f"decoy_{args.base_data}"
+
+
+class Benchmark:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out_dir)
+        tag = f"{args.decoy_kind}{args.decoy_strength}_{args.train_per_class}"
+        root = Path(args.data_root)
+        self.plain = root / args.base_data
+        self.decoy_dir = root / f"shortcut_{args.base_data}_{tag}"
+        self.clean_dir = root / f"shortcut_{args.base_data}_none_{args.train_per_class}"
+        self.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = sorted(set(self.variants) - set(VARIANTS))
+        if unknown:
+            raise ValueError(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
+        self.has_clean = args.decoy_kind != "none"   # without a decoy the two models coincide
+        self.common = ["--model_name", args.model_name, "--data_name", data_name(args),
+                       "--workers", str(args.workers), "--no_progress"]
+
+    # -- data -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        a = self.args
+        if not (self.plain / "classes.txt").is_file():
+            mnist.convert_mnist(a.base_data, a.source, self.plain, verify=not a.no_verify)
+        split = dict(val_per_class=a.val_per_class, train_per_class=a.train_per_class)
+        decoy.make_decoy(self.plain, self.decoy_dir, kind=a.decoy_kind,
+                         strength=a.decoy_strength, **split)
+        decoy.make_decoy(self.plain, self.clean_dir, kind="none", **split)
+
+    # -- steps ----------------------------------------------------------------------------
+    def train(self, data_dir: Path, run: Path, seed: int) -> Path:
+        """The final-epoch model (``model_ori.pth`` is the best epoch on the test split)."""
+        if not (run / "models" / "result.json").is_file():
+            quiet(train.main, self.common + [
+                "--data_dir", str(data_dir), "--model_dir", str(run / "models"),
+                "--num_epochs", str(self.args.train_epochs), "--batch_size",
+                str(self.args.batch_size), "--lr", str(self.args.lr), "--seed", str(seed)])
+        return run / "models" / "last.pth"
+
+    def annotate(self, run: Path, model: Path) -> Path:
+        """Sift low, trace labelme JSON from the ground-truth masks, convert to masks."""
+        masks = run / "masks"
+        if masks.is_dir():
+            return masks
+        a = self.args
+        sift = self.common + ["--model_path", str(model), "--data_path", str(self.decoy_dir)]
+        quiet(image_sift.main, sift + ["--mode", "low", "--num_images", str(a.budget),
+                                       "--image_path", str(run / "sift" / "low")])
+        quiet(synthetic_labelme.main, [
+            "--image_dir", str(run / "sift" / "low"),
+            "--gt_mask_dir", str(self.decoy_dir / "masks" / "train"),
+            "--json_dir", str(run / "labelme"), "--per_class", str(a.budget)])
+        tmp = run / "masks.tmp"
+        quiet(labelme_to_mask.main, ["--json_dir", str(run / "labelme"), "--mask_dir", str(tmp),
+                                     "--image_dir", str(run / "sift" / "low")])
+        tmp.rename(masks)
+        return masks
+
+    def statistics(self, run: Path, model: Path) -> Path:
+        grads = run / "grads"
+        if (grads / "channel_stats.npz").is_file():
+            return grads
+        sift = self.common + ["--model_path", str(model), "--data_path", str(self.decoy_dir)]
+        quiet(image_sift.main, sift + ["--mode", "high", "--num_images", str(self.args.num_high),
+                                       "--image_path", str(run / "sift" / "high")])
+        quiet(grad_calculate.main, self.common + [
+            "--model_path", str(model), "--data_path", str(run / "sift" / "high"),
+            "--grad_path", str(grads), "--allow_empty_classes", "--no_figures"])
+        return grads
+
+    def treat(self, run: Path, name: str, model: Path, seed: int, extra: list[str]) -> Path:
+        res = run / name
+        if not (res / "result.json").is_file():
+            a = self.args
+            quiet(train_model_doctor.main, self.common + [
+                "--data_dir", str(self.decoy_dir), "--ori_model_path", str(model),
+                "--model_dir", str(res), "--num_epochs", str(a.doctor_epochs),
+                "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed),
+                *extra])
+        return res / "last.pth"
+
+    def evaluate(self, model: Path, data_dir: Path, split: str) -> float:
+        out = model.parent / f"bench_{data_dir.name}_{split}.json"
+        if out.is_file():
+            return json.loads(out.read_text())["top1"]
+        result = quiet(test_script.main, self.common + [
+            "--model_path", str(model), "--data_dir", str(data_dir), "--data_type", split,
+            "--result_path", str(out)])
+        return result["top1"]
+
+    def diagnose(self, model_path: Path) -> list[float]:
+        """Per class, the share of the class score's gradient at the first conv that lies on
+        the background of the held-out ``val`` images (the diagnosis of the shortcut)."""
+        out = model_path.parent / "bench_background_share.json"
+        if out.is_file():
+            return json.loads(out.read_text())
+        name = data_name(self.args)
+        data = loaders.build_dataset(name, self.decoy_dir, "val", train_transform=False,
+                                     mask_dir=self.decoy_dir / "masks" / "val")
+        model = load_model(self.args.model_name, data[0][0].shape[0], len(data.classes),
+                           data[0][0].shape[-1])
+        load_weights(model, model_path, self.args.model_name)
+        loader = loaders.make_loader(data, 256, False)
+        layer = load_modules(model, [-1])[0][0]
+        shares = class_background_shares(model, loader, layer, len(data.classes),
+                                         torch.device("cpu")).tolist()
+        atomic_write_text(out, json.dumps(shares) + "\n")
+        return shares
+
+    def scores(self, model: Path) -> dict:
+        return {"val": self.evaluate(model, self.decoy_dir, "val"),
+                "test": self.evaluate(model, self.decoy_dir, "test"),
+                "clean_test": self.evaluate(model, self.clean_dir, "test"),
+                "background_share": self.diagnose(model)}
+
+    def variant_args(self, name: str, masks: Path, grads: Path, value: float | None) -> list[str]:
+        """Flags of a treatment variant; ``value`` is its searched weight (gamma, lambda)."""
+        a = self.args
+        zero = ["--alpha", "0", "--beta", "0"]
+        alpha, beta = ["--alpha", str(a.alpha), "--grad_dir", str(grads)], \
+            ["--beta", str(a.beta), "--mask_dir", str(masks)]
+        return {
+            "control": lambda: zero,
+            "channel": lambda: alpha + ["--beta", "0"],
+            "space": lambda: ["--alpha", "0"] + beta,
+            "paper": lambda: alpha + beta,
+            "rrr_all": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir",
+                                       str(self.decoy_dir / "masks" / "train")],
+            "kernels": lambda: zero + ["--gamma", f"{value:g}",
+                                       f"--kernel_layers={a.kernel_layers}",
+                                       "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks)],
+        }[name]()
+
+    # -- the benchmark ------------------------------------------------------------------------
+    def run(self) -> dict:
+        a = self.args
+        self.prepare()
+        seeds = [int(s) for s in a.seeds.split(",")]
+        grids = {k: floats(text) for k, text in (("kernels", a.gammas), ("rrr_all", a.rrr_lambdas))
+                 if k in self.variants}
+        rows: dict[str, list[dict]] = {}
+        search: dict[str, dict[float, float]] = {k: {} for k in grids}
+        chosen: dict[str, float] = {}
+        for i, seed in enumerate(seeds):
+            t0 = time.time()
+            run = self.out / f"seed{seed}"
+            model = self.train(self.decoy_dir, run / "decoy", seed)
+            if self.has_clean:
+                rows.setdefault("clean", []).append(
+                    self.scores(self.train(self.clean_dir, run / "clean", seed)))
+            masks = self.annotate(run, model)
+            grads = self.statistics(run, model)
+            rows.setdefault("untreated", []).append(self.scores(model))
+            if i == 0:   # hyperparameters on the val split of the first seed
+                for name, grid in grids.items():
+                    for value in grid:
+                        m = self.treat(run, search_dir(name, value), model, seed,
+                                       self.variant_args(name, masks, grads, value))
+                        search[name][value] = self.evaluate(m, self.decoy_dir, "val")
+                    chosen[name] = max(search[name], key=search[name].get)
+                    print(f"{name}: chosen {chosen[name]:g} on val", flush=True)
+            for name in self.variants:
+                if i == 0 and name in chosen:   # the search already ran it
+                    m = run / search_dir(name, chosen[name]) / "last.pth"
+                else:
+                    m = self.treat(run, name, model, seed, self.variant_args(
+                        name, masks, grads, chosen.get(name)))
+                rows.setdefault(name, []).append(self.scores(m))
+            print(f"seed {seed} done in {time.time() - t0:.0f} s", flush=True)
+        result = {"args": vars(a), "rows": rows,
+                  "search": {k: {f"{h:g}": v for h, v in d.items()} for k, d in search.items()},
+                  "chosen": chosen}
+        self.write(result)
+        return result
+
+    def write(self, result: dict) -> None:
+        a, rows = self.args, result["rows"]
+        out = Path(a.results_dir)
+        keys = [k for k in ("clean", "untreated", *VARIANTS) if k in rows]
+        test = "random-decoy test" if self.has_clean else "test"
+        stats = {k: {m: mean_std([r[m] for r in rows[k]]) for m in ("test", "val", "clean_test")}
+                 for k in keys}
+        base = stats["untreated"]["test"][0]
+        gap = stats["clean"]["test"][0] - base if self.has_clean else None
+        lines = [
+            f"`{a.model_name}` on {a.base_data} ({a.train_per_class} training images per "
+            f"class), decoy `{a.decoy_kind}`"
+            + (f" (strength {a.decoy_strength})" if self.has_clean else "")
+            + f"; {len(rows['untreated'])} seeds ({a.seeds}), mean ± std; training "
+            f"{a.train_epochs} epochs, every fine-tune {a.doctor_epochs} epochs (SGD lr {a.lr}, "
+            f"cosine, batch {a.batch_size}); {a.budget} annotated images per class from "
+            f"`sift low`; paper weights alpha {a.alpha:.3f}, beta {a.beta:g}.", "",
+            f"| model | {test} top-1 | vs control | share of the gap recovered | val top-1 "
+            "| decoy-free test top-1 |", "|---|---|---|---|---|---|"]
+        control = stats["control"]["test"][0] if "control" in stats else None
+        for k in keys:
+            t, v, c = stats[k]["test"], stats[k]["val"], stats[k]["clean_test"]
+            treated = k not in ("clean", "untreated")
+            vs = f"{t[0] - control:+.1f}" if treated and control is not None else ""
+            rec = f"{100 * (t[0] - base) / gap:.0f} %" if treated and gap else ""
+            label = "Untreated model" if k == "untreated" and not self.has_clean else LABELS[k]
+            lines.append(f"| {label} | {t[0]:.1f} ± {t[1]:.1f} | {vs} | {rec} | "
+                         f"{v[0]:.1f} ± {v[1]:.1f} | {c[0]:.1f} ± {c[1]:.1f} |")
+        if gap is not None:
+            lines += ["", f"Gap: the clean-trained reference minus the untreated decoy model on "
+                          f"the random-decoy test set, {gap:.1f} points."]
+        for name, label in (("kernels", "gamma"), ("rrr_all", "RRR lambda")):
+            if result["search"].get(name):
+                lines.append(f"Searched on the val split of the first seed: {label} "
+                             + ", ".join(f"{h}: {100 * v:.1f} %"
+                                         for h, v in result["search"][name].items())
+                             + f" (chosen {result['chosen'][name]:g}).")
+        classes = range(len(rows["untreated"][0]["background_share"]))
+        shares = {k: [statistics.mean(r["background_share"][c] for r in rows[k])
+                      for c in classes] for k in keys}
+        lines += ["", "Diagnosis: share (%) of the class score's gradient at the first conv that "
+                      "lies on the background of the held-out val images, per class "
+                      "(mean over seeds):", "",
+                  "| model | " + " | ".join(str(c) for c in classes) + " | mean |",
+                  "|---|" + "---|" * (len(classes) + 1)]
+        for k, v in shares.items():
+            lines.append(f"| {LABELS[k]} | " + " | ".join(f"{100 * x:.0f}" for x in v)
+                         + f" | {100 * statistics.mean(v):.0f} |")
+        text = "\n".join(lines) + "\n"
+        name = a.table_name or ("shortcut" if self.has_clean else "gains")
+        atomic_write_text(out / f"{name}.md", text)
+        atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 3.6))
+        ax.barh([LABELS[k] for k in keys][::-1], [stats[k]["test"][0] for k in keys][::-1],
+                xerr=[stats[k]["test"][1] for k in keys][::-1], color="tab:blue")
+        ax.set_xlabel(f"{test} top-1 (%)")
+        ax.set_title("Treatment")
+        width = 0.8 / len(shares)
+        for j, (k, v) in enumerate(shares.items()):
+            bx.bar([c + j * width for c in classes], [100 * x for x in v], width,
+                   label=LABELS[k])
+        bx.set_xticks([c + 0.4 - width / 2 for c in classes], [str(c) for c in classes])
+        bx.set_xlabel("class")
+        bx.set_ylabel("gradient on background (%)")
+        bx.set_title("Diagnosis: where the class score looks (first conv)")
+        bx.legend(fontsize=7)
+        fig.tight_layout()
+        save_figure(fig, out / f"{name}.png")
+        plt.close(fig)
+        print(text)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation in percent (0 for one value)."""
+    values = [100 * v for v in values]
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def main(args: argparse.Namespace) -> dict:
+    return Benchmark(args).run()
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

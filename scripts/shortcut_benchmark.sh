@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Shortcut benchmark (results/shortcut.md + .png): a decoy the model takes, and whether each
+# treatment cures it — untreated, fine-tune control, the paper's +All, RRR with every mask,
+# and the background-kernel constraint with 20 masks per class; mean ± std over seeds.
+# Fashion-MNIST comes from data/raw/fashion_mnist or Debian's dataset-fashion-mnist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+
+model_name=${model_name:-smallcnn}
+base_data=${base_data:-fashion_mnist}
+source_dir=${source_dir:-data/raw/${base_data}}
+decoy_kind=${decoy_kind:-texture}             # texture | shade (DecoyMNIST) | none
+decoy_strength=${decoy_strength:-60}
+train_per_class=${train_per_class:-1000}
+val_per_class=${val_per_class:-100}
+seeds=${seeds:-0,1,2}
+train_epochs=${train_epochs:-8}
+doctor_epochs=${doctor_epochs:-4}
+budget=${budget:-20}                          # annotated images per class (paper: 20)
+gammas=${gammas:-0.3,1,3}                     # searched on val (first seed)
+rrr_lambdas=${rrr_lambdas:-0.1,1,10}          # searched on val (first seed)
+kernel_layers=${kernel_layers:--1}            # -1 = the first conv
+out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}${decoy_strength}}
+results_dir=${results_dir:-results}
+
+"${PYTHON}" scripts/shortcut_benchmark.py \
+  --model_name "${model_name}" \
+  --base_data "${base_data}" \
+  --source "${source_dir}" \
+  --decoy_kind "${decoy_kind}" \
+  --decoy_strength "${decoy_strength}" \
+  --train_per_class "${train_per_class}" \
+  --val_per_class "${val_per_class}" \
+  --seeds "${seeds}" \
+  --train_epochs "${train_epochs}" \
+  --doctor_epochs "${doctor_epochs}" \
+  --budget "${budget}" \
+  --gammas "${gammas}" \
+  --rrr_lambdas "${rrr_lambdas}" \
+  --kernel_layers="${kernel_layers}" \
+  --out_dir "${out_dir}" \
+  --results_dir "${results_dir}"

@@ -1,0 +1,76 @@
+"""The shortcut benchmark end to end on tiny generated IDX files (real on-disk format)."""
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import shortcut_benchmark  # noqa: E402
+
+
+def write_idx(folder: Path, per_class: int = 14, size: int = 28):
+    """MNIST-format files whose images hold a class-dependent bright block (the object)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", per_class * 10), ("t10k", 4 * 10)):
+        labels = np.arange(n) % 10
+        images = np.zeros((n, size, size), np.uint8)
+        for i, c in enumerate(labels):
+            top = 6 + (c % 5) * 2
+            images[i, top:top + 10, 8 + c // 5 * 4:16 + c // 5 * 4] = 150 + rng.integers(0, 100)
+        for stem, array, magic in ((f"{prefix}-images-idx3-ubyte", images, 2051),
+                                   (f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8), 2049)):
+            header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
+    write_idx(tmp_path / "raw")
+    argv = ["--base_data", "mnist", "--source", str(tmp_path / "raw"),
+            "--data_root", str(tmp_path / "data"), "--out_dir", str(tmp_path / "out"),
+            "--results_dir", str(tmp_path / "results"), "--train_per_class", "10",
+            "--val_per_class", "2", "--seeds", "0,1", "--train_epochs", "1",
+            "--doctor_epochs", "1", "--budget", "2", "--num_high", "3", "--batch_size", "16",
+            "--gammas", "0.5,1", "--rrr_lambdas", "1", "--no_verify"]
+    args = shortcut_benchmark.get_args_parser().parse_args(argv)
+    result = shortcut_benchmark.main(args)
+    rows = result["rows"]
+    assert set(rows) == {"clean", "untreated", "control", "paper", "rrr_all", "kernels"}
+    assert set(rows["kernels"][0]) == {"val", "test", "clean_test", "background_share"}
+    assert len(rows["kernels"][0]["background_share"]) == 10
+    assert all(len(v) == 2 for v in rows.values())
+    assert set(result["search"]["kernels"]) == {"0.5", "1"}
+    assert result["chosen"]["kernels"] in (0.5, 1.0)
+    text = (tmp_path / "results" / "shortcut.md").read_text()
+    assert "Background kernels (ours)" in text and "± " in text and "chosen" in text
+    assert (tmp_path / "results" / "shortcut.png").stat().st_size > 1000
+    # 20 training + 4 val images per class after the split, 2 masks per class from sift low
+    assert len(list((tmp_path / "out" / "seed0" / "masks").rglob("*.png"))) == 2 * 10
+    data = tmp_path / "data" / "shortcut_mnist_texture60_10"
+    assert len(list((data / "val").rglob("*.png"))) == 20
+    # resumed: every run is reused, the same numbers come back
+    mtime = (tmp_path / "out" / "seed1" / "kernels" / "result.json").stat().st_mtime
+    again = shortcut_benchmark.main(args)
+    assert again["rows"] == rows
+    assert (tmp_path / "out" / "seed1" / "kernels" / "result.json").stat().st_mtime == mtime
+    assert json.loads((tmp_path / "results" / "shortcut.json").read_text())["rows"] == rows
+
+
+def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
+    write_idx(tmp_path / "raw", per_class=8)
+    args = shortcut_benchmark.get_args_parser().parse_args([
+        "--base_data", "mnist", "--source", str(tmp_path / "raw"), "--no_verify",
+        "--data_root", str(tmp_path / "data"), "--out_dir", str(tmp_path / "out"),
+        "--results_dir", str(tmp_path / "results"), "--decoy_kind", "none",
+        "--train_per_class", "6", "--val_per_class", "1", "--seeds", "0",
+        "--train_epochs", "1", "--doctor_epochs", "1", "--budget", "2", "--num_high", "2",
+        "--batch_size", "16", "--variants", "control,channel,space,paper"])
+    result = shortcut_benchmark.main(args)
+    assert set(result["rows"]) == {"untreated", "control", "channel", "space", "paper"}
+    assert result["search"] == {} and result["chosen"] == {}
+    text = (tmp_path / "results" / "gains.md").read_text()
+    assert "+Channel" in text and "| test top-1 |" in text and "Gap:" not in text
+    assert "| Untreated model |" in text
+    assert not (tmp_path / "out" / "seed0" / "clean").exists()
