@@ -19,6 +19,7 @@ batches equal the per-image pipeline's bit for bit.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import math
 import os
@@ -222,7 +223,8 @@ class MemoryDataset(Dataset):
         self.paths = [rel for rel, _ in folder.samples]
         self.masks = self.annotated = None
         if isinstance(folder, MaskedImageFolder):
-            self.mask_root, self.num_annotated = folder.mask_root, folder.num_annotated
+            self.mask_root, self.mask_paths = folder.mask_root, folder.mask_paths
+            self.num_annotated = folder.num_annotated
             self.masks = torch.from_numpy(load_masks(folder, spec.size))
             self.annotated = torch.tensor([p is not None for p in folder.mask_paths])
         self._on_device: dict[torch.device, tuple] = {}
@@ -277,7 +279,8 @@ class MemoryLoader:
 
     The order comes from ``sampler`` if given (e.g. a ``DistributedSampler``, which shards
     it), else from a permutation drawn from ``generator`` (``shuffle``), else the dataset
-    order. Each pass draws its augmentation from a generator seeded by ``generator`` (and the
+    order; a ``batch_sampler`` (:meth:`with_batch_sampler`) gives whole batches instead. Each
+    pass draws its augmentation from a generator seeded by ``generator`` (and the
     sampler's rank) at its start, so reseeding ``generator`` per epoch, as :func:`train.fit`
     does, reproduces an epoch exactly — a resumed run equals an uninterrupted one.
     """
@@ -288,10 +291,20 @@ class MemoryLoader:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.sampler, self.drop_last = sampler, drop_last
+        self.batch_sampler: Sampler[list[int]] | None = None
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
 
+    def with_batch_sampler(self, batch_sampler: Sampler[list[int]]) -> "MemoryLoader":
+        """This loader (same dataset, device and generator) with batches from
+        ``batch_sampler``, e.g. :class:`loaders.replay.ReplayBatchSampler`."""
+        loader = copy.copy(self)
+        loader.batch_sampler = batch_sampler
+        return loader
+
     def __len__(self) -> int:
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
         n = len(self.sampler) if self.sampler is not None else len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
@@ -302,11 +315,15 @@ class MemoryLoader:
             return torch.randperm(len(self.dataset), generator=self.generator)
         return torch.arange(len(self.dataset))
 
-    def __iter__(self):
+    def batches(self):
+        if self.batch_sampler is not None:
+            return (torch.as_tensor(b, dtype=torch.int64) for b in self.batch_sampler)
         order = self.order()
+        return (order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self)))
+
+    def __iter__(self):
         augmentation = torch.Generator()
         seed = int(torch.randint(0, 2**62, (), generator=self.generator))
         augmentation.manual_seed(seed + getattr(self.sampler, "rank", 0))
-        for i in range(len(self)):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size]
+        for index in self.batches():
             yield self.dataset.batch(index, self.device, augmentation)

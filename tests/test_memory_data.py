@@ -284,3 +284,28 @@ def test_thread_count_restored_after_each_batch(tmp_path):
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_replay_of_annotated_images_in_memory(tmp_path):
+    from loaders.replay import with_replay
+    root = make_image_folder(tmp_path / "d", num_classes=2, per_class=6, masks=True)
+    for name in ("img0.png", "img1.png", "img2.png", "img3.png"):
+        for c in ("c0", "c1"):
+            (root / "masks" / "train" / c / name).unlink()
+    ds = loaders.build_dataset("digits", root, "train", mask_dir=root / "masks" / "train",
+                               data_mode="memory")
+    loader = with_replay(loaders.make_loader(ds, 5, True, seed=2), k=2, seed=2)
+    annotated = {p for p, a in zip(ds.paths, ds.annotated) if a}
+
+    def epoch(e):
+        loader.generator.manual_seed(e)                # as train.fit does
+        loader.batch_sampler.set_epoch(e)
+        return list(loader)
+    got = epoch(1)
+    assert len(got) == len(loader) == 3
+    assert sorted(p for b in got for p in b[2][:-2]) == sorted(ds.paths)   # each image once
+    for images, labels, paths, masks, marked in got:
+        assert set(paths[-2:]) <= annotated and marked[-2:].all()
+        assert images.shape[0] == labels.shape[0] == masks.shape[0] == len(paths)
+    again = epoch(1)
+    assert all(torch.equal(a[0], b[0]) and a[2] == b[2] for a, b in zip(got, again))
