@@ -53,7 +53,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (cosine-annealed)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--weight_decay", type=float, default=5e-4, help="SGD weight decay")
-    p.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    p.add_argument("--workers", type=int, default=2,
+                   help="data loader worker processes (folder data mode only)")
+    p.add_argument("--data_mode", default="auto", choices=loaders.DATA_MODES,
+                   help="memory: decode each split once (cached beside the data) and augment "
+                        "whole batches on the device (up to 64 px); folder: decode and "
+                        "transform image by image; auto: memory where it applies")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds weights, shuffling, augmentation and workers")
     p.add_argument("--deterministic", action="store_true",
@@ -306,8 +311,10 @@ def main(args: argparse.Namespace) -> dict:
     info, device = init_distributed(get_device(args.device, args.device_index))
     spec, classes = resolve_data_args(args)
     batch_size = args.batch_size or spec.batch_size
-    train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels)
-    test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels)
+    train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
+                                      data_mode=args.data_mode)
+    test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels,
+                                     data_mode=args.data_mode)
     train_loader, test_loader = make_loaders(args, train_set, test_set, batch_size, device, info)
     model = wrap_model(build_model(args, spec).to(device), args, device, info)
     optimizer, scheduler = build_optimizer(model, args)

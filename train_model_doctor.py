@@ -152,8 +152,10 @@ def main(args: argparse.Namespace) -> dict:
     if use_masks and not args.mask_dir:
         raise ValueError("--beta > 0 and --gamma > 0 need --mask_dir (or set them to 0)")
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
-                                      mask_dir=args.mask_dir if use_masks else None)
-    test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels)
+                                      mask_dir=args.mask_dir if use_masks else None,
+                                      data_mode=args.data_mode)
+    test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels,
+                                     data_mode=args.data_mode)
     if use_masks and info.is_main:
         print(f"{train_set.num_annotated} of {len(train_set)} training images have masks")
     train_loader, test_loader = make_loaders(args, train_set, test_set, batch_size, device, info)

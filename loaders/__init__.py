@@ -10,15 +10,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loaders.folder import (MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT, ImageFolderDataset,
                             MaskedImageFolder, decode_mask, read_classes)
+from loaders.memory import DATA_MODES, MemoryDataset, MemoryLoader, use_memory
 from loaders.registry import DATASETS, DatasetSpec, get_spec, register_dataset
 from loaders.transforms import build_transform, channel_stats
 from utils.runtime import seed_worker
 
 __all__ = [
     "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask",
-    "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder", "build_dataset",
-    "build_transform", "channel_stats", "dataset_classes", "get_spec", "load_data",
-    "load_data_mask", "make_loader", "read_classes", "register_dataset", "resolve_split",
+    "DATA_MODES", "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder",
+    "MemoryDataset", "MemoryLoader", "build_dataset", "build_transform", "channel_stats",
+    "dataset_classes", "get_spec", "load_data", "load_data_mask", "make_loader",
+    "read_classes", "register_dataset", "resolve_split", "use_memory",
 ]
 
 
@@ -47,18 +49,23 @@ def dataset_classes(data_path: str | os.PathLike, data_type: str = "train") -> l
 
 def build_dataset(data_name: str, data_path, data_type: str = "train", in_channels=None,
                   train_transform: bool | None = None, mask_dir=None, allow_empty=False,
-                  require_masks=True) -> Dataset:
+                  require_masks=True, data_mode: str = "folder") -> Dataset:
     """The dataset for ``data_type``; ``train_transform`` defaults to ``data_type == 'train'``.
 
     Labels follow :func:`dataset_classes`, so a test split evaluates with the train split's
     labels. A class without images is an error in the ``train`` split (unless
     ``allow_empty``); in any other split it is allowed with a warning: it is evaluated with
     the right labels, and its per-class accuracy is undefined.
+
+    ``data_mode``: ``folder`` decodes and transforms image by image; ``memory`` decodes the
+    split once and augments whole batches (:mod:`loaders.memory`, up to 64 px); ``auto`` picks
+    ``memory`` where it applies.
     """
     spec = get_spec(data_name)
     in_channels = in_channels or spec.in_channels
     train = data_type == "train" if train_transform is None else train_transform
-    transform = build_transform(spec, train, in_channels)
+    memory = use_memory(spec, data_mode)
+    transform = None if memory else build_transform(spec, train, in_channels)
     root = resolve_split(data_path, data_type)
     classes = dataset_classes(data_path, data_type)
     allow = allow_empty or data_type != "train"
@@ -72,18 +79,22 @@ def build_dataset(data_name: str, data_path, data_type: str = "train", in_channe
                       f"({len(dataset.empty_classes)} of {len(classes)}); the other classes "
                       f"keep their labels {classes[:10]}{' ...' if len(classes) > 10 else ''}",
                       stacklevel=2)
-    return dataset
+    return MemoryDataset(dataset, spec, train) if memory else dataset
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int = 0,
                 device: torch.device | None = None, seed: int = 0,
-                sampler: Sampler | None = None, drop_last: bool = False) -> DataLoader:
-    """A DataLoader with seeded shuffling and workers, pinned memory on CUDA.
+                sampler: Sampler | None = None,
+                drop_last: bool = False) -> DataLoader | MemoryLoader:
+    """A DataLoader with seeded shuffling and workers, pinned memory on CUDA (for a
+    :class:`MemoryDataset`: a :class:`MemoryLoader`, which needs no workers).
 
     Workers are not persistent: they are re-created each epoch from the loader's generator,
     which :func:`train.fit` reseeds per epoch, so a resumed run augments exactly as an
     uninterrupted one.
     """
+    if isinstance(dataset, MemoryDataset):
+        return MemoryLoader(dataset, batch_size, shuffle, device, seed, sampler, drop_last)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(

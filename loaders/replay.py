@@ -12,6 +12,8 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 
+from loaders.memory import MemoryLoader
+
 
 class ReplayBatchSampler(Sampler[list[int]]):
     """Batches of ``batch_size`` indices from ``sampler``, each followed by ``k`` indices drawn
@@ -65,17 +67,21 @@ class ReplayBatchSampler(Sampler[list[int]]):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
-def with_replay(loader: DataLoader, k: int, seed: int = 0, rank: int = 0) -> DataLoader:
-    """``loader`` (over a :class:`~loaders.folder.MaskedImageFolder`) with ``k`` annotated
+def with_replay(loader: DataLoader | MemoryLoader, k: int, seed: int = 0,
+                rank: int = 0) -> DataLoader | MemoryLoader:
+    """``loader`` (over a :class:`~loaders.folder.MaskedImageFolder` or a masked
+    :class:`~loaders.memory.MemoryDataset`) with ``k`` annotated
     images appended to every batch. Shuffling keeps ``loader``'s generator (reseeded per
     epoch by ``train.fit``) or its distributed sampler."""
     dataset = loader.dataset
     replay = [i for i, path in enumerate(getattr(dataset, "mask_paths", [])) if path is not None]
     inner = loader.sampler
-    if isinstance(inner, SequentialSampler) or isinstance(inner, RandomSampler):
+    if inner is None or isinstance(inner, (SequentialSampler, RandomSampler)):
         inner = RandomSampler(dataset, generator=loader.generator)
     batches = ReplayBatchSampler(inner, loader.batch_size, replay, k, seed, loader.drop_last,
                                  rank)
+    if isinstance(loader, MemoryLoader):
+        return loader.with_batch_sampler(batches)
     return DataLoader(dataset, batch_sampler=batches, num_workers=loader.num_workers,
                       pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
                       generator=loader.generator)

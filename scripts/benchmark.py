@@ -16,6 +16,9 @@ ratios and their interquartile range. Sections (``--sections``):
 * ``diagnosis`` — ``compute_statistics`` with ``J`` noisy draws ÷ without noise.
 * ``memory`` — peak memory of the diagnosis of 10k images ÷ 1k images (should be flat).
 * ``loader`` — images/s of the training loader ÷ images/s of the fastest model's training.
+* ``data_paths`` — the in-memory data path (``loaders/memory.py``: decoded once, whole-batch
+  augmentation) and the per-image path (``--data_mode folder``, no workers), images/s beside
+  ``smallcnn``'s training images/s in the same process, at 28 px grayscale and 32 px RGB.
 * ``released`` — the released code's computation (``scripts/released_reference.py``) ÷ ours,
   for diagnosis and treatment, after checking that both give the same numbers.
 * ``quickstart`` — wall time of ``bash scripts/quickstart.sh`` (off unless ``--quickstart``).
@@ -59,10 +62,12 @@ from scripts.released_reference import (ReleasedGradConstraint,  # noqa: E402
                                         released_statistics)
 from utils import add_device_args, get_device, set_seed  # noqa: E402
 
-SECTIONS = ("treatment", "depth", "diagnosis", "memory", "loader", "released", "quickstart")
+SECTIONS = ("treatment", "depth", "diagnosis", "memory", "loader", "data_paths", "released",
+            "quickstart")
 TINY = dict(models="smallcnn,squeezenet", batch_size=4, reps=3, depth_models="smallcnn",
             depth_layers="0,2", diag_model="smallcnn", diag_images=32, diag_batch_size=16,
-            mem_images="32,128", loader_images=128, released_images=16, threads=1)
+            mem_images="32,128", loader_images=128, data_images=256, released_images=16,
+            threads=1)
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -100,6 +105,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="images per loader pass (0 = one epoch)")
     p.add_argument("--loader_workers", type=int, default=None,
                    help="default: train.py's --workers default")
+    p.add_argument("--data_images", type=int, default=2560,
+                   help="images per synthetic folder of the data_paths section")
+    p.add_argument("--data_batch_size", type=int, default=128,
+                   help="batch of the data_paths section (released: 128 at 28/32 px)")
     p.add_argument("--released_model", default=None,
                    help="model of the released comparison (default: --diag_model)")
     p.add_argument("--released_images", type=int, default=128,
@@ -444,6 +453,83 @@ def bench_loader(args, device, fastest: str | None) -> dict:
             "ratio": ratio(speed["loader"], speed["train"])}
 
 
+def write_synthetic_folder(root: Path, num_images: int, size: int, channels: int,
+                           num_classes: int = 10, seed: int = 0) -> Path:
+    """``root/train/c<k>/<i>.png`` + ``classes.txt``: smooth random images (an upsampled
+    8 × 8 pattern plus mild noise), so PNG decoding costs what it costs on real photos."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    names = [f"c{k}" for k in range(num_classes)]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+    for name in names:
+        (root / "train" / name).mkdir(parents=True, exist_ok=True)
+    mode = "L" if channels == 1 else "RGB"
+    for i in range(num_images):
+        coarse = rng.integers(0, 256, (8, 8, channels), dtype=np.uint8)
+        img = Image.fromarray(coarse[..., 0] if channels == 1 else coarse, mode)
+        pixels = np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.int16)
+        pixels = np.clip(pixels + rng.integers(-8, 9, pixels.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, mode).save(root / "train" / names[i % num_classes] / f"{i}.png")
+    return root
+
+
+def bench_data_paths(args, device) -> dict:
+    """In-memory and per-image loader images/s beside smallcnn's training images/s (forward,
+    backward, SGD step), same batch, same process, interleaved; 28 px grayscale
+    (``fashion_mnist``) and 32 px RGB (``cifar10``) folders of synthetic images, the whole
+    training augmentation (crop with padding 4, horizontal flip, normalisation)."""
+    out = {}
+    batch_size = args.data_batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        for data_name in ("fashion_mnist", "cifar10"):
+            spec = loaders.get_spec(data_name)
+            root = write_synthetic_folder(Path(tmp) / data_name, args.data_images, spec.size,
+                                          spec.in_channels, seed=args.seed)
+            print(f"[data_paths] {data_name}: {args.data_images} images, batch {batch_size}",
+                  flush=True)
+            start = time.perf_counter()
+            memory_set = loaders.build_dataset(data_name, root, "train", data_mode="memory")
+            decode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            memory_set = loaders.build_dataset(data_name, root, "train", data_mode="memory")
+            cache_s = time.perf_counter() - start
+            folder_set = loaders.build_dataset(data_name, root, "train", data_mode="folder")
+            memory_loader = loaders.make_loader(memory_set, batch_size, True, 0, device,
+                                                args.seed)
+            folder_loader = loaders.make_loader(folder_set, batch_size, True, 0, device,
+                                                args.seed)
+
+            def one_pass(loader):
+                seen = 0
+                for batch in loader:
+                    batch[0].to(device, non_blocking=True)
+                    seen += len(batch[1])
+                return seen
+
+            torch.manual_seed(args.seed)
+            model = models.load_model("smallcnn", spec.in_channels, spec.num_classes,
+                                      image_size=spec.size).to(device)
+            step = step_fn(model, next(iter(memory_loader)), device, spec.num_classes)
+            steps = max(1, args.data_images // batch_size)
+            images = {"memory": len(memory_set), "folder": len(folder_set),
+                      "train": steps * batch_size}
+            times = interleaved({"memory": lambda: one_pass(memory_loader),
+                                 "folder": lambda: one_pass(folder_loader),
+                                 "train": lambda: [step() for _ in range(steps)]},
+                                args.reps, args.warmup, device)
+            speed = {k: [images[k] / t for t in times[k]] for k in times}
+            out[data_name] = {
+                "size": spec.size, "channels": spec.in_channels, "hflip": spec.hflip,
+                "batch_size": batch_size, "images": images, "times": times,
+                "decode_s": decode_s, "cache_load_s": cache_s,
+                **{f"{k}_images_per_s": float(np.median(v)) for k, v in speed.items()},
+                "memory_vs_train": ratio(speed["memory"], speed["train"]),
+                "folder_vs_train": ratio(speed["folder"], speed["train"]),
+                "memory_vs_folder": ratio(speed["memory"], speed["folder"])}
+    return out
+
+
 def close(a: float, b: float, rtol: float = 1e-4) -> bool:
     return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-12)
 
@@ -655,6 +741,28 @@ def write_report(results: dict, args, out_dir: Path) -> Path:
                       f"{fmt(r)} |", "",
                       f"Goal: loading ≥ 5× faster than training: "
                       f"{'met' if r['median'] >= 5 else 'NOT met'}.", ""]
+    dp = results.get("data_paths")
+    if dp:
+        lines += ["## In-memory data path vs per-image path vs training", "",
+                  "Loader passes over synthetic folders (`loaders.make_loader`, no workers, "
+                  "shuffled, the whole training augmentation: crop with padding 4, horizontal "
+                  "flip, normalisation) and `smallcnn` training steps (forward, backward, SGD "
+                  "step) at the same batch, interleaved in one process. In-memory: "
+                  "`--data_mode memory` (decoded once, whole-batch augmentation); per-image: "
+                  "`--data_mode folder`.", "",
+                  "| data | batch | in-memory images/s | per-image images/s | smallcnn training "
+                  "images/s | in-memory ÷ training | per-image ÷ training | in-memory ÷ "
+                  "per-image | first decode s | cache load s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in dp.items():
+            lines.append(f"| {name} ({r['size']} px, {r['channels']} ch) | {r['batch_size']} | "
+                         f"{r['memory_images_per_s']:.0f} | {r['folder_images_per_s']:.0f} | "
+                         f"{r['train_images_per_s']:.0f} | {fmt(r['memory_vs_train'])} | "
+                         f"{fmt(r['folder_vs_train'])} | {fmt(r['memory_vs_folder'])} | "
+                         f"{r['decode_s']:.2f} | {r['cache_load_s']:.2f} |")
+        met = all(r["memory_vs_train"]["median"] >= 5 for r in dp.values())
+        lines += ["", f"Goal: in-memory loading ≥ 5× smallcnn's training: "
+                  f"{'met' if met else 'NOT met'}.", ""]
     rel = results.get("released")
     if rel:
         c = rel["checks"]
@@ -749,6 +857,8 @@ def run(args: argparse.Namespace) -> dict:
         fastest = max(results["treatment"].items(), key=lambda kv: kv[1]["images_per_s"])[0] \
             if results.get("treatment") else None
         results["loader"] = bench_loader(args, device, fastest)
+    if "data_paths" in sections:
+        results["data_paths"] = bench_data_paths(args, device)
     if "released" in sections:
         results["released"] = bench_released(args, device)
     if "quickstart" in sections:

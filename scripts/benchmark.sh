@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks as ratios measured in one run (treatment ÷ plain step per model, layer depth,
-# J-draw diagnosis ÷ noiseless, memory vs images, loader ÷ training, released ÷ ours)
+# J-draw diagnosis ÷ noiseless, memory vs images, loader ÷ training, in-memory vs per-image
+# data path vs training, released ÷ ours)
 # -> ${out_dir}/benchmark.md + benchmark.json. tiny=1: CI sizes (< 1 min on a CPU).
 # Empty values take scripts/benchmark.py's defaults (shown), or --tiny's when tiny=1.
 set -euo pipefail
@@ -15,7 +16,8 @@ batch_size=${batch_size:-}            # 32: treatment batch
 reps=${reps:-}                        # 5: interleaved repetitions per ratio
 diag_model=${diag_model:-}            # resnet34
 diag_images=${diag_images:-}          # 1000
-sections=${sections:-treatment,depth,diagnosis,memory,loader,released}
+data_images=${data_images:-}          # 2560: images per synthetic folder (data_paths)
+sections=${sections:-treatment,depth,diagnosis,memory,loader,data_paths,released}
 out_dir=${out_dir:-results}
 
 flags=()
@@ -29,6 +31,7 @@ if [ "$quickstart" = 1 ]; then flags+=(--quickstart); fi
   ${reps:+--reps "$reps"} \
   ${diag_model:+--diag_model "$diag_model"} \
   ${diag_images:+--diag_images "$diag_images"} \
+  ${data_images:+--data_images "$data_images"} \
   --sections "$sections" \
   --out_dir "$out_dir" \
   ${flags[@]+"${flags[@]}"} \

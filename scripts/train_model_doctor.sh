@@ -18,6 +18,7 @@ batch_size=${batch_size:-}            # empty: 128 at 28/32 px, 32 at 96/224 px
 lr=${lr:-0.01}
 seed=${seed:-0}
 workers=${workers:-2}
+data_mode=${data_mode:-auto}          # memory (decode once, batch augmentation; <= 64 px) | folder | auto
 device_index=${device_index:-}
 nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
 nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
@@ -57,6 +58,7 @@ launch train_model_doctor.py \
   --lr "$lr" \
   --seed "$seed" \
   --workers "$workers" \
+  --data_mode "$data_mode" \
   ${device_index:+--device_index "$device_index"} \
   --data_dir "$data_dir" \
   --ori_model_path "$ori_model_path" \

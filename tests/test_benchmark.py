@@ -92,6 +92,7 @@ def test_benchmark_tiny_writes_report(tmp_path):
                    "## Diagnosis with J noise draws ÷ noiseless diagnosis",
                    "## Diagnosis memory vs number of images",
                    "## Loader throughput ÷ training throughput",
+                   "## In-memory data path vs per-image path vs training",
                    "## Released implementation ÷ ours",
                    "| model | layer | feature [K, H, W] | plain step ms | treatment ÷ plain |"):
         assert header in text
@@ -100,6 +101,9 @@ def test_benchmark_tiny_writes_report(tmp_path):
     ratios += [r["treat_noisy"]["median"] for r in saved["treatment"].values()]
     ratios += [l["treat"]["median"] for r in saved["depth"].values() for l in r["layers"].values()]
     ratios += [r["time"]["median"] for r in saved["diagnosis"]["ratios"].values()]
+    ratios += [r[k]["median"] for r in saved["data_paths"].values()
+               for k in ("memory_vs_train", "folder_vs_train", "memory_vs_folder")]
+    assert set(saved["data_paths"]) == {"fashion_mnist", "cifar10"}
     ratios += [saved["memory"]["ratio"], saved["loader"]["ratio"]["median"],
                saved["released"]["diagnosis"]["speedup"]["median"],
                saved["released"]["treatment"]["speedup"]["median"],
