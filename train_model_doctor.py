@@ -40,7 +40,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="channel statistics: a folder holding channel_stats.npz, or the file")
     p.add_argument("--mask_dir", default=None,
                    help="foreground masks <class>/<stem>.png of annotated training images; "
-                        "read only when --beta > 0 (default: none)")
+                        "read when --beta, --gamma or --rrr_lambda > 0 (default: none)")
     p.add_argument("--alpha", type=float, default=10 / 128,
                    help="weight of the channel constraint (batch-mean scale; the released "
                         "alpha=10 at batch 128 is 0.078 here)")
@@ -138,6 +138,9 @@ def main(args: argparse.Namespace) -> dict:
         load_weights(model, args.ori_model_path, args.model_name)
     model.to(device)
     alpha = args.alpha / batch_size if args.alpha_released else args.alpha
+    if args.rrr_lambda > 0 and (alpha > 0 or args.beta > 0 or args.gamma > 0):
+        raise ValueError("--rrr_lambda is a baseline on its own: set --alpha, --beta and "
+                         "--gamma to 0")
     stats = load_statistics(args.grad_dir) if alpha > 0 else None
     if stats is not None and not args.allow_foreign_stats:
         # with --init scratch the weights differ by design (released behaviour)
@@ -145,9 +148,6 @@ def main(args: argparse.Namespace) -> dict:
                               "grad_mode": args.grad_mode, "in_channels": args.in_channels},
                              weights_fingerprint(model) if args.init == "pretrained" else None,
                              escape="--allow_foreign_stats")
-    if args.rrr_lambda > 0 and (alpha > 0 or args.beta > 0 or args.gamma > 0):
-        raise ValueError("--rrr_lambda is a baseline on its own: set --alpha, --beta and "
-                         "--gamma to 0")
     use_masks = args.beta > 0 or args.gamma > 0 or args.rrr_lambda > 0
     if use_masks and not args.mask_dir:
         raise ValueError("--beta > 0 and --gamma > 0 need --mask_dir (or set them to 0)")

@@ -165,7 +165,8 @@ def kernel_loss(grads_true: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor
 
 
 class DoctorLoss:
-    """``alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r`` as an ``extra_loss`` for ``train.fit``.
+    """``alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r (+ gamma · Σ_r L_kernel^r)`` as an
+    ``extra_loss`` for ``train.fit``.
 
     Args:
         model: the classifier being treated.

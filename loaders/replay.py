@@ -17,8 +17,8 @@ from loaders.memory import MemoryLoader
 
 class ReplayBatchSampler(Sampler[list[int]]):
     """Batches of ``batch_size`` indices from ``sampler``, each followed by ``k`` indices drawn
-    from ``replay`` (without replacement within a batch; with all of ``replay`` when ``k``
-    exceeds it).
+    from ``replay`` (distinct among themselves; all of ``replay`` when ``k`` exceeds it; an
+    annotated image may also be in the batch's own part).
 
     Args:
         sampler: the training index order (a shuffling or distributed sampler).

@@ -8,10 +8,11 @@ Two kinds:
 - ``shade`` (DecoyMNIST): a small square in a random corner (side ``round(4 * size / 28)``:
   4 px at 28 px, 5 px at 32 px) of shade ``255 - 25 * label``. Measured here, a CNN with
   global average pooling trained with crop + flip augmentation does **not** take this
-  shortcut (the square is 2 % of the image; see ``results/shortcut.md``).
-- ``texture``: one of ten binary textures (lines, bands, checkers, dots, grids) painted into
-  the *background* at intensity ``strength`` (the brighter of image and texture is kept, so
-  the object is untouched). Spatially extended, it survives crops and flips, and a CNN takes
+  shortcut (the square is 2 % of the image; see the README's Datasets section).
+- ``texture``: one of ten binary textures (lines, bands, checkers, dots, grids) painted where
+  the object mask is 0 at intensity ``strength`` (the brighter of image and texture is
+  kept): the background, and the dark parts of an object below the mask threshold (about
+  a fifth of Fashion-MNIST's non-zero pixels, e.g. dark garment interiors). Spatially extended, it survives crops and flips, and a CNN takes
   it: this is the shortcut benchmark's decoy.
 - ``none``: the images unchanged (with the same splits and masks): the decoy-free twin of a
   decoy dataset, to train the clean reference model on the same images.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole Model Doctor pipeline, offline, on the embedded decoy-digits dataset:
+# The whole Model Doctor pipeline, offline, on the embedded decoy-digits dataset (texture decoy):
 #   prepare data -> train -> sift high -> channel statistics + heat map -> sift low ->
 #   per-image diagnosis -> annotate (simulated: labelme JSON traced from ground-truth masks) -> masks ->
-#   treat (control / +Channel / +Space / +All) -> test each -> one table.
+#   treat (control / +Channel / +Space / +All / +Kernels) -> test each -> one table.
 # fast=1 runs the same code path with fewer epochs (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -65,8 +65,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_name", default="smallcnn", help="network")
     p.add_argument("--base_data", default="fashion_mnist", choices=("fashion_mnist", "mnist"),
                    help="plain dataset the decoy is painted on (built from --source)")
-    p.add_argument("--source", default="data/raw/fashion_mnist",
-                   help="IDX files (Fashion-MNIST: Debian's copy is found when this is empty)")
+    p.add_argument("--source", default=None,
+                   help="IDX files (default data/raw/<base_data>; Fashion-MNIST: Debian's copy "
+                        "is found when this holds none)")
     p.add_argument("--data_root", default="data", help="datasets are written under this folder")
     p.add_argument("--out_dir", default="output/shortcut", help="runs are written here")
     p.add_argument("--results_dir", default="results", help="table, JSON and plot")
@@ -84,11 +85,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01, help="training and fine-tune learning rate")
     p.add_argument("--alpha", type=float, default=10 / 128, help="paper variant: channel weight")
     p.add_argument("--beta", type=float, default=1.0, help="paper variant: spatial weight")
-    p.add_argument("--gammas", default="0.3,1,3",
+    p.add_argument("--gammas", default="0.1,0.3,1,3",
                    help="background-kernel weights searched on val (first seed)")
     p.add_argument("--kernel_layers", default="-1", help="background-kernel layers")
     p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
-    p.add_argument("--rrr_lambdas", default="0.1,1,10",
+    p.add_argument("--rrr_lambdas", default="0.1,0.3,1,3,10",
                    help="right-reasons weights searched on val (first seed)")
     p.add_argument("--variants", default="control,paper,rrr_all,kernels",
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")
@@ -153,8 +154,9 @@ class Benchmark:
     # -- data -----------------------------------------------------------------------------
     def prepare(self) -> None:
         a = self.args
-        if not (self.plain / "classes.txt").is_file():
-            mnist.convert_mnist(a.base_data, a.source, self.plain, verify=not a.no_verify)
+        # always: it skips the files that exist and checks the counts (a killed run resumes)
+        mnist.convert_mnist(a.base_data, a.source or f"data/raw/{a.base_data}", self.plain,
+                            verify=not a.no_verify)
         split = dict(val_per_class=a.val_per_class, train_per_class=a.train_per_class)
         decoy.make_decoy(self.plain, self.decoy_dir, kind=a.decoy_kind,
                          strength=a.decoy_strength, **split)
@@ -201,21 +203,39 @@ class Benchmark:
             "--grad_path", str(grads), "--allow_empty_classes", "--no_figures"])
         return grads
 
+    def treat_argv(self, res: Path, model: Path, seed: int, extra: list[str]) -> list[str]:
+        a = self.args
+        return self.common + [
+            "--data_dir", str(self.decoy_dir), "--ori_model_path", str(model),
+            "--model_dir", str(res), "--num_epochs", str(a.doctor_epochs),
+            "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed), *extra]
+
     def treat(self, run: Path, name: str, model: Path, seed: int, extra: list[str]) -> Path:
         """Fine-tune ``model`` into ``run/name``; a finished run is reused only when its
         recorded arguments are the ones asked for (else it is run again)."""
         res = run / name
-        a = self.args
-        argv = self.common + [
-            "--data_dir", str(self.decoy_dir), "--ori_model_path", str(model),
-            "--model_dir", str(res), "--num_epochs", str(a.doctor_epochs),
-            "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed), *extra]
+        argv = self.treat_argv(res, model, seed, extra)
         if (res / "result.json").is_file() and not same_run(res / "args.json", argv):
             for stale in [res / "result.json", *res.glob("bench_*.json")]:
                 stale.unlink()
         if not (res / "result.json").is_file():
             quiet(train_model_doctor.main, argv)
         return res / "last.pth"
+
+    def search_point(self, res: Path, model: Path, seed: int, extra: list[str]) -> float:
+        """Val top-1 of one searched setting; NaN when its training diverged (recorded in
+        ``diverged.json``, so a resumed search does not train it again)."""
+        marker = res / "diverged.json"
+        if marker.is_file() and same_run(res / "args.json", self.treat_argv(res, model, seed,
+                                                                            extra)):
+            return float("nan")
+        try:
+            m = self.treat(res.parent, res.name, model, seed, extra)
+        except FloatingPointError as exc:
+            atomic_write_text(marker, json.dumps({"error": str(exc)}) + "\n")
+            print(f"{res.name}: diverged ({exc})", flush=True)
+            return float("nan")
+        return self.evaluate(m, self.decoy_dir, "val")
 
     def evaluate(self, model: Path, data_dir: Path, split: str) -> float:
         out = model.parent / f"bench_{data_dir.name}_{split}.json"
@@ -270,8 +290,27 @@ class Benchmark:
         }[name]()
 
     # -- the benchmark ------------------------------------------------------------------------
+    def check_config(self) -> None:
+        """Refuse an ``out_dir`` whose runs were made with other settings (they would be
+        reused: every step is skipped when its output exists)."""
+        keys = ("model_name", "base_data", "decoy_kind", "decoy_strength", "train_per_class",
+                "val_per_class", "train_epochs", "doctor_epochs", "budget", "num_high",
+                "batch_size", "lr", "alpha", "beta", "kernel_layers", "kernel_tau")
+        config = {k: getattr(self.args, k) for k in keys}
+        path = self.out / "config.json"
+        if path.is_file():
+            old = json.loads(path.read_text())
+            differ = [k for k in keys if old.get(k) != config[k]]
+            if differ:
+                raise ValueError(f"{self.out} holds runs made with other settings "
+                                 f"({', '.join(f'{k}: {old.get(k)} there, {config[k]} now' for k in differ)}); "
+                                 f"give another --out_dir")
+        else:
+            atomic_write_text(path, json.dumps(config, indent=2) + "\n")
+
     def run(self) -> dict:
         a = self.args
+        self.check_config()
         self.prepare()
         seeds = [int(s) for s in a.seeds.split(",")]
         grids = {k: floats(text) for k, text in (("kernels", a.gammas), ("rrr_all", a.rrr_lambdas))
@@ -292,10 +331,13 @@ class Benchmark:
             if i == 0:   # hyperparameters on the val split of the first seed
                 for name, grid in grids.items():
                     for value in grid:
-                        m = self.treat(run, search_dir(name, value), model, seed,
-                                       self.variant_args(name, masks, grads, value))
-                        search[name][value] = self.evaluate(m, self.decoy_dir, "val")
-                    chosen[name] = max(search[name], key=search[name].get)
+                        search[name][value] = self.search_point(
+                            run / search_dir(name, value), model, seed,
+                            self.variant_args(name, masks, grads, value))
+                    finite = {v: acc for v, acc in search[name].items() if acc == acc}
+                    if not finite:
+                        raise FloatingPointError(f"{name}: every setting diverged")
+                    chosen[name] = max(finite, key=finite.get)
                     print(f"{name}: chosen {chosen[name]:g} on val", flush=True)
             for name in self.variants:
                 if i == 0 and name in chosen:   # the search already ran it
@@ -345,7 +387,7 @@ class Benchmark:
         for name, label in (("kernels", "gamma"), ("rrr_all", "RRR lambda")):
             if result["search"].get(name):
                 lines.append(f"Searched on the val split of the first seed: {label} "
-                             + ", ".join(f"{h}: {100 * v:.1f} %"
+                             + ", ".join(f"{h}: {100 * v:.1f} %" if v == v else f"{h}: diverged"
                                          for h, v in result["search"][name].items())
                              + f" (chosen {result['chosen'][name]:g}).")
         classes = range(len(rows["untreated"][0]["background_share"]))
