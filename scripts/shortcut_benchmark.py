@@ -89,7 +89,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="background-kernel weights searched on val (first seed)")
     p.add_argument("--kernel_layers", default="-1", help="background-kernel layers")
     p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
-    p.add_argument("--rrr_lambdas", default="0.1,0.3,1,3,10",
+    p.add_argument("--rrr_lambdas", default="0.3,1,3",
                    help="right-reasons weights searched on val (first seed)")
     p.add_argument("--variants", default="control,paper,rrr_all,kernels",
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")

@@ -21,7 +21,7 @@ train_epochs=${train_epochs:-8}
 doctor_epochs=${doctor_epochs:-4}
 budget=${budget:-20}                          # annotated images per class (paper: 20)
 gammas=${gammas:-0.1,0.3,1,3}                     # searched on val (first seed)
-rrr_lambdas=${rrr_lambdas:-0.1,0.3,1,3,10}          # searched on val (first seed)
+rrr_lambdas=${rrr_lambdas:-0.3,1,3}          # searched on val (first seed)
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
 variants=${variants:-control,paper,rrr_all,kernels}  # also: channel, space
 out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
