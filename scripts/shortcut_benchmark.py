@@ -353,6 +353,9 @@ class Benchmark:
         self.write(result)
         return result
 
+    def label(self, key: str) -> str:
+        return "Untreated model" if key == "untreated" and not self.has_clean else LABELS[key]
+
     def write(self, result: dict) -> None:
         a, rows = self.args, result["rows"]
         out = Path(a.results_dir)
@@ -378,8 +381,7 @@ class Benchmark:
             treated = k not in ("clean", "untreated")
             vs = f"{t[0] - control:+.1f}" if treated and control is not None else ""
             rec = f"{100 * (t[0] - base) / gap:.0f} %" if treated and gap else ""
-            label = "Untreated model" if k == "untreated" and not self.has_clean else LABELS[k]
-            lines.append(f"| {label} | {t[0]:.1f} ± {t[1]:.1f} | {vs} | {rec} | "
+            lines.append(f"| {self.label(k)} | {t[0]:.1f} ± {t[1]:.1f} | {vs} | {rec} | "
                          f"{v[0]:.1f} ± {v[1]:.1f} | {c[0]:.1f} ± {c[1]:.1f} |")
         if gap is not None:
             lines += ["", f"Gap: the clean-trained reference minus the untreated decoy model on "
@@ -399,21 +401,21 @@ class Benchmark:
                   "| model | " + " | ".join(str(c) for c in classes) + " | mean |",
                   "|---|" + "---|" * (len(classes) + 1)]
         for k, v in shares.items():
-            lines.append(f"| {LABELS[k]} | " + " | ".join(f"{100 * x:.0f}" for x in v)
+            lines.append(f"| {self.label(k)} | " + " | ".join(f"{100 * x:.0f}" for x in v)
                          + f" | {100 * statistics.mean(v):.0f} |")
         text = "\n".join(lines) + "\n"
         name = a.table_name or ("shortcut" if self.has_clean else "gains")
         atomic_write_text(out / f"{name}.md", text)
         atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 3.6))
-        ax.barh([LABELS[k] for k in keys][::-1], [stats[k]["test"][0] for k in keys][::-1],
+        ax.barh([self.label(k) for k in keys][::-1], [stats[k]["test"][0] for k in keys][::-1],
                 xerr=[stats[k]["test"][1] for k in keys][::-1], color="tab:blue")
         ax.set_xlabel(f"{test} top-1 (%)")
         ax.set_title("Treatment")
         width = 0.8 / len(shares)
         for j, (k, v) in enumerate(shares.items()):
             bx.bar([c + j * width for c in classes], [100 * x for x in v], width,
-                   label=LABELS[k])
+                   label=self.label(k))
         bx.set_xticks([c + 0.4 - width / 2 for c in classes], [str(c) for c in classes])
         bx.set_xlabel("class")
         bx.set_ylabel("gradient on background (%)")
