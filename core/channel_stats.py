@@ -162,7 +162,7 @@ class ChannelStatistics:
             raise
         except (OSError, EOFError, ValueError, KeyError, TypeError, IndexError,
                 zipfile.BadZipFile, RuntimeError) as e:
-            # numpy's own message may suggest allow_pickle=True: give ours instead
+            # numpy's own message may advise loading with pickles enabled: give ours instead
             reason = _invalid_reason(e)
             raise ValueError(f"{path} is not a valid channel statistics file (the .npz that "
                              f"core/grad_calculate.py writes): {reason}") from None

@@ -119,8 +119,8 @@ def cached(path: Path, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
             with np.load(path, allow_pickle=False) as stored:
                 if str(stored["key"]) == key:
                     return stored["data"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass              # unreadable or foreign: rebuilt below
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # unreadable or foreign:
+            pass                                                      # rebuilt below
     data = build()
     try:
         with atomic_write(path) as f:
