@@ -111,16 +111,24 @@ def files_key(files: list[Path | None], *settings) -> str:
     return digest.hexdigest()
 
 
+def _read_cache(path: Path, key: str) -> np.ndarray | None:
+    """The cached array if ``path`` holds one for ``key``; None if it is missing, unreadable
+    or built from other files."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return stored["data"] if str(stored["key"]) == key else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
 def cached(path: Path, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
     """The array stored in ``path`` under ``key``, else ``build()`` — written to ``path``
     atomically (a warning, not an error, if the folder is read-only)."""
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                if str(stored["key"]) == key:
-                    return stored["data"]
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # unreadable or foreign:
-            pass                                                      # rebuilt below
+    data = _read_cache(path, key)
+    if data is not None:
+        return data
     data = build()
     try:
         with atomic_write(path) as f:
