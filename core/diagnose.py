@@ -187,6 +187,24 @@ def class_background_shares(model: torch.nn.Module, loader, layer_name: str, num
         return sums / counts
 
 
+def split_background_shares(model_name: str, model_path, data_name: str, data_dir,
+                            split: str, layer: int | str = -1,
+                            device: torch.device = torch.device("cpu")) -> np.ndarray:
+    """:func:`class_background_shares` of a trained model on ``data_dir/split`` with the
+    object masks of ``data_dir/masks/split`` (the layout ``preprocessing/decoy.py`` writes);
+    ``layer`` defaults to the first conv. Returns ``[num_classes]``."""
+    data_dir = Path(data_dir)
+    data = loaders.build_dataset(data_name, data_dir, split, train_transform=False,
+                                 mask_dir=data_dir / "masks" / split)
+    args = argparse.Namespace(model_name=model_name, data_name=data_name,
+                              model_path=str(model_path), in_channels=None, num_classes=None,
+                              stem=None)
+    model = load_trained_model(args, data.classes, device)
+    name = models.load_modules(model, [layer])[0][0]
+    return class_background_shares(model, loaders.make_loader(data, 256, False), name,
+                                   len(data.classes), device)
+
+
 def rank_order(off: np.ndarray) -> np.ndarray:
     """Indices by ``off_mask_share`` descending (ties: dataset order; NaN last)."""
     key = np.where(np.isnan(off), -np.inf, off)

@@ -148,11 +148,18 @@ def background_share(grads_true: torch.Tensor, background: torch.Tensor) -> torc
     Returns:
         ``[K]`` in [0, 1] (0 for a kernel without gradient).
     """
+    on_background, total = background_mass(grads_true, background)
+    return on_background / total.clamp_min(torch.finfo(total.dtype).tiny)
+
+
+def background_mass(grads_true: torch.Tensor,
+                    background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ_b Σ_hw Bg ⊙ |g|, Σ_b Σ_hw |g|)`` per kernel, each ``[K]`` (sums that add up over
+    chunks of images); arguments as in :func:`background_share`."""
     h, w = grads_true.shape[-2:]
     bg = F.interpolate(background.to(grads_true.dtype), size=(h, w), mode="area")
     a = grads_true.abs()
-    total = a.sum(dim=(0, 2, 3))
-    return (a * bg).sum(dim=(0, 2, 3)) / total.clamp_min(torch.finfo(a.dtype).tiny)
+    return (a * bg).sum(dim=(0, 2, 3)), a.sum(dim=(0, 2, 3))
 
 
 def kernel_loss(grads_true: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -243,11 +250,9 @@ class DoctorLoss:
                     feats = [hooks.features[n] for n in self.kernel_layers]
                     grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), feats)
                     for n, g in zip(self.kernel_layers, grads):
-                        a = g.detach().abs()
-                        share = background_share(a, bg)
-                        mass = a.sum(dim=(0, 2, 3))
-                        num[n] = num[n] + share * mass     # accumulate Σ Bg|g| and Σ |g|
-                        den[n] = den[n] + mass
+                        on_background, total = background_mass(g.detach(), bg)
+                        num[n] = num[n] + on_background
+                        den[n] = den[n] + total
         finally:
             self.hooks.enabled = True
             self.model.train(was_training)

@@ -16,13 +16,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-import loaders  # noqa: E402
 import test as test_script  # noqa: E402
-from core.diagnose import class_background_shares  # noqa: E402
-from models import load_model, load_modules  # noqa: E402
-from utils import atomic_write_text, load_weights  # noqa: E402
+from core.diagnose import split_background_shares  # noqa: E402
+from utils import atomic_write_text  # noqa: E402
 
 VARIANTS = (("Original model", "models", "model_ori.pth"),
             ("Fine-tune control", "control/models", "model_doctor.pth"),
@@ -47,15 +44,8 @@ def pct(x) -> str:
 def background_share(args, model_path: Path) -> float:
     """Mean share of the class score's gradient at the first conv on the background of the
     decoy test images (their object masks): the diagnosis of a background shortcut."""
-    data_dir = Path(args.decoy_data_dir)
-    data = loaders.build_dataset(args.data_name, data_dir, "test", train_transform=False,
-                                 mask_dir=data_dir / "masks" / "test")
-    model = load_model(args.model_name, data[0][0].shape[0], len(data.classes),
-                       data[0][0].shape[-1])
-    load_weights(model, model_path, args.model_name)
-    layer = load_modules(model, [-1])[0][0]
-    shares = class_background_shares(model, loaders.make_loader(data, 256, False), layer,
-                                     len(data.classes), torch.device("cpu"))
+    shares = split_background_shares(args.model_name, model_path, args.data_name,
+                                     args.decoy_data_dir, "test")
     return float(np.nanmean(shares))
 
 

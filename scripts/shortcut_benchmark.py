@@ -38,17 +38,13 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
-import loaders  # noqa: E402
 import test as test_script  # noqa: E402
 import train  # noqa: E402
 import train_model_doctor  # noqa: E402
 from core import grad_calculate, image_sift  # noqa: E402
-from core.diagnose import class_background_shares  # noqa: E402
+from core.diagnose import split_background_shares  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
-from models import load_model, load_modules  # noqa: E402
-from utils import load_weights  # noqa: E402
 from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
@@ -252,16 +248,8 @@ class Benchmark:
         out = model_path.parent / "bench_background_share.json"
         if out.is_file():
             return json.loads(out.read_text())
-        name = data_name(self.args)
-        data = loaders.build_dataset(name, self.decoy_dir, "val", train_transform=False,
-                                     mask_dir=self.decoy_dir / "masks" / "val")
-        model = load_model(self.args.model_name, data[0][0].shape[0], len(data.classes),
-                           data[0][0].shape[-1])
-        load_weights(model, model_path, self.args.model_name)
-        loader = loaders.make_loader(data, 256, False)
-        layer = load_modules(model, [-1])[0][0]
-        shares = class_background_shares(model, loader, layer, len(data.classes),
-                                         torch.device("cpu")).tolist()
+        shares = split_background_shares(self.args.model_name, model_path,
+                                         data_name(self.args), self.decoy_dir, "val").tolist()
         atomic_write_text(out, json.dumps(shares) + "\n")
         return shares
 
