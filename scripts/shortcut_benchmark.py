@@ -16,9 +16,10 @@ with each variant:
 * ``kernels``: the background-kernel constraint (``--gamma``) with the ``budget`` masks per
   class.
 
-Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all``) are chosen on the
-``val`` split (held-out training images with random decoys) of the first seed, never on the
-test split. Every step is skipped when its output exists, so a killed run resumes.
+Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all``; with ``--alphas`` /
+``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``paper`` then
+reuses) are chosen on the ``val`` split (held-out training images with random decoys) of the
+first seed, never on the test split. Every step is skipped when its output exists, so a killed run resumes.
 Writes ``results_dir/shortcut.md``, ``shortcut.json`` and ``shortcut.png``.
 """
 from __future__ import annotations
@@ -87,6 +88,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
     p.add_argument("--rrr_lambdas", default="0.3,1,3",
                    help="right-reasons weights searched on val (first seed)")
+    p.add_argument("--alphas", default="",
+                   help="channel weights searched on val for +Channel (first seed); +All uses "
+                        "the chosen one (default: no search, --alpha)")
+    p.add_argument("--betas", default="",
+                   help="spatial weights searched on val for +Space (first seed); +All uses "
+                        "the chosen one (default: no search, --beta)")
     p.add_argument("--variants", default="control,paper,rrr_all,kernels",
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")
     p.add_argument("--table_name", default=None,
@@ -117,8 +124,15 @@ def same_run(args_json: Path, argv: list[str]) -> bool:
     return all(str(recorded.get(k)) == str(wanted.get(k)) for k in RUN_KEYS)
 
 
+# variant -> (its searched weight, the flag holding the grid)
+SEARCHED = {"kernels": ("gamma", "gammas"), "rrr_all": ("RRR lambda", "rrr_lambdas"),
+            "channel": ("alpha", "alphas"), "space": ("beta", "betas")}
+
+
 def search_dir(name: str, value: float) -> str:
-    return f"search/kernels_g{value:g}" if name == "kernels" else f"search/rrr_l{value:g}"
+    prefix = {"kernels": "kernels_g", "rrr_all": "rrr_l", "channel": "channel_a",
+              "space": "space_b"}[name]
+    return f"search/{prefix}{value:g}"
 
 
 def floats(text: str) -> list[float]:
@@ -259,12 +273,18 @@ class Benchmark:
                 "clean_test": self.evaluate(model, self.clean_dir, "test"),
                 "background_share": self.diagnose(model)}
 
-    def variant_args(self, name: str, masks: Path, grads: Path, value: float | None) -> list[str]:
-        """Flags of a treatment variant; ``value`` is its searched weight (gamma, lambda)."""
-        a = self.args
+    def variant_args(self, name: str, masks: Path, grads: Path, value: float | None,
+                     chosen: dict[str, float] | None = None) -> list[str]:
+        """Flags of a treatment variant; ``value`` is its searched weight (gamma, lambda,
+        alpha, beta); ``chosen`` the weights chosen on val (``paper`` takes +Channel's alpha
+        and +Space's beta from it when they were searched)."""
+        a, chosen = self.args, chosen or {}
         zero = ["--alpha", "0", "--beta", "0"]
-        alpha, beta = ["--alpha", str(a.alpha), "--grad_dir", str(grads)], \
-            ["--beta", str(a.beta), "--mask_dir", str(masks)]
+        weight_a = value if name == "channel" and value is not None else \
+            chosen.get("channel", a.alpha)
+        weight_b = value if name == "space" and value is not None else chosen.get("space", a.beta)
+        alpha = ["--alpha", f"{weight_a:g}", "--grad_dir", str(grads)]
+        beta = ["--beta", f"{weight_b:g}", "--mask_dir", str(masks)]
         return {
             "control": lambda: zero,
             "channel": lambda: alpha + ["--beta", "0"],
@@ -301,8 +321,8 @@ class Benchmark:
         self.check_config()
         self.prepare()
         seeds = [int(s) for s in a.seeds.split(",")]
-        grids = {k: floats(text) for k, text in (("kernels", a.gammas), ("rrr_all", a.rrr_lambdas))
-                 if k in self.variants}
+        grids = {k: floats(getattr(a, flag)) for k, (_, flag) in SEARCHED.items()
+                 if k in self.variants and floats(getattr(a, flag))}
         rows: dict[str, list[dict]] = {}
         search: dict[str, dict[float, float]] = {k: {} for k in grids}
         chosen: dict[str, float] = {}
@@ -332,7 +352,7 @@ class Benchmark:
                     m = run / search_dir(name, chosen[name]) / "last.pth"
                 else:
                     m = self.treat(run, name, model, seed, self.variant_args(
-                        name, masks, grads, chosen.get(name)))
+                        name, masks, grads, chosen.get(name), chosen))
                 rows.setdefault(name, []).append(self.scores(m))
             print(f"seed {seed} done in {time.time() - t0:.0f} s", flush=True)
         result = {"args": vars(a), "rows": rows,
@@ -360,7 +380,8 @@ class Benchmark:
             + f"; {len(rows['untreated'])} seeds ({a.seeds}), mean ± std; training "
             f"{a.train_epochs} epochs, every fine-tune {a.doctor_epochs} epochs (SGD lr {a.lr}, "
             f"cosine, batch {a.batch_size}); {a.budget} annotated images per class from "
-            f"`sift low`; paper weights alpha {a.alpha:.3f}, beta {a.beta:g}.", "",
+            f"`sift low`; paper weights alpha {a.alpha:.3f}, beta {a.beta:g}"
+            + ("; alpha and beta chosen on val, below." if a.alphas or a.betas else "."), "",
             f"| model | {test} top-1 | vs control | share of the gap recovered | val top-1 "
             "| decoy-free test top-1 |", "|---|---|---|---|---|---|"]
         control = stats["control"]["test"][0] if "control" in stats else None
@@ -374,7 +395,7 @@ class Benchmark:
         if gap is not None:
             lines += ["", f"Gap: the clean-trained reference minus the untreated decoy model on "
                           f"the random-decoy test set, {gap:.1f} points."]
-        for name, label in (("kernels", "gamma"), ("rrr_all", "RRR lambda")):
+        for name, (label, _) in SEARCHED.items():
             if result["search"].get(name):
                 lines.append(f"Searched on the val split of the first seed: {label} "
                              + ", ".join(f"{h}: {100 * v:.1f} %" if v == v else f"{h}: diverged"

@@ -22,6 +22,8 @@ doctor_epochs=${doctor_epochs:-4}
 budget=${budget:-20}                          # annotated images per class (paper: 20)
 gammas=${gammas:-0.1,0.3,1,3}                     # searched on val (first seed)
 rrr_lambdas=${rrr_lambdas:-0.3,1,3}          # searched on val (first seed)
+alphas=${alphas:-}                            # +Channel alpha searched on val (empty: --alpha)
+betas=${betas:-}                              # +Space beta searched on val (empty: --beta)
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
 variants=${variants:-control,paper,rrr_all,kernels}  # also: channel, space
 out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
@@ -41,6 +43,8 @@ results_dir=${results_dir:-results}
   --budget "${budget}" \
   --gammas "${gammas}" \
   --rrr_lambdas "${rrr_lambdas}" \
+  --alphas "${alphas}" \
+  --betas "${betas}" \
   --kernel_layers="${kernel_layers}" \
   --variants "${variants}" \
   --out_dir "${out_dir}" \

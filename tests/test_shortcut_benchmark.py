@@ -66,12 +66,24 @@ def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
         "--results_dir", str(tmp_path / "results"), "--decoy_kind", "none",
         "--train_per_class", "6", "--val_per_class", "1", "--seeds", "0",
         "--train_epochs", "1", "--doctor_epochs", "1", "--budget", "2", "--num_high", "2",
-        "--batch_size", "16", "--variants", "control,channel,space,paper"])
+        "--batch_size", "16", "--variants", "control,channel,space,paper",
+        "--alphas", "0.01,0.1", "--betas", "0.5"])
     result = shortcut_benchmark.main(args)
     assert set(result["rows"]) == {"untreated", "control", "channel", "space", "paper"}
-    assert result["search"] == {} and result["chosen"] == {}
+    assert set(result["search"]) == {"channel", "space"}
+    assert set(result["search"]["channel"]) == {"0.01", "0.1"}
+    assert result["chosen"]["space"] == 0.5 and result["chosen"]["channel"] in (0.01, 0.1)
+    # +All takes the weights chosen for +Channel and +Space; their runs are the search's
+    run = tmp_path / "out" / "seed0"
+    paper = json.loads((run / "paper" / "args.json").read_text())
+    assert (paper["alpha"], paper["beta"]) == (result["chosen"]["channel"], 0.5)
+    chosen_a = f"{result['chosen']['channel']:g}"
+    assert json.loads((run / "search" / f"channel_a{chosen_a}" / "args.json").read_text()
+                      )["alpha"] == result["chosen"]["channel"]
+    assert not (run / "channel").exists() and not (run / "space").exists()
     text = (tmp_path / "results" / "gains.md").read_text()
     assert "+Channel" in text and "| test top-1 |" in text and "Gap:" not in text
+    assert "alpha 0.01: " in text and "chosen on val" in text
     assert "| Untreated model |" in text
     assert not (tmp_path / "out" / "seed0" / "clean").exists()
 
