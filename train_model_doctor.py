@@ -168,7 +168,7 @@ def main(args: argparse.Namespace) -> dict:
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
     # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
     if args.rrr_lambda > 0:
-        doctor = RightReasonsLoss(args.rrr_lambda)
+        doctor = RightReasonsLoss(args.rrr_lambda, args.expand_px)
     else:
         doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
                             split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,

@@ -35,12 +35,13 @@ def right_reasons_loss(logits: torch.Tensor, images: torch.Tensor,
 
 class RightReasonsLoss:
     """``lam · L_rrr`` as an ``extra_loss`` for ``train.fit``; the batch must carry masks
-    (``image, label, path, mask, annotated``)."""
+    (``image, label, path, mask, annotated``). ``expand_px`` grows the object before the
+    background is taken, as ``--expand_px`` does for Model Doctor's spatial constraint."""
 
-    def __init__(self, lam: float):
+    def __init__(self, lam: float, expand_px: int = 0):
         if lam <= 0:
             raise ValueError(f"the right-reasons weight must be positive, got {lam}")
-        self.lam = lam
+        self.lam, self.expand_px = lam, expand_px
 
     def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         self._images = images.requires_grad_(True)
@@ -51,7 +52,8 @@ class RightReasonsLoss:
             raise ValueError("the right-reasons baseline needs masks: give --mask_dir")
         masks = batch[3].to(images.device, non_blocking=True)
         annotated = torch.as_tensor(batch[4], device=images.device)
-        loss = right_reasons_loss(logits, self._images, background_weights(masks, annotated))
+        loss = right_reasons_loss(logits, self._images, background_weights(masks, annotated,
+                                                                       self.expand_px))
         return self.lam * loss, {"right_reasons": loss.item(),
                                  "annotated": float(annotated.float().mean())}
 

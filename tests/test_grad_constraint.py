@@ -317,3 +317,18 @@ def test_right_reasons_loss_by_hand_and_trains_weights():
     fg = 1 - bg
     total, terms = rrr((None, None, None, fg, torch.tensor([True, False])), x, None, out)
     torch.testing.assert_close(total, 2.0 * expect)     # image 1 unannotated: 0
+    # --expand_px: the object grows by one pixel before the background is taken
+    obj = torch.zeros(2, 1, 5, 5)
+    obj[:, :, 2, 2] = 1
+    xs = torch.randn(2, 1, 5, 5)
+    lin5 = torch.nn.Linear(25, 3)
+    grown = torch.ones(2, 1, 5, 5)           # a radius-1 disk: the pixel and its 4 neighbours
+    for r, c in ((2, 2), (1, 2), (3, 2), (2, 1), (2, 3)):
+        grown[:, :, r, c] = 0
+    grown = grown * torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)        # image 1 unannotated
+    for expand, bg5 in ((0, (1 - obj) * torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)), (1, grown)):
+        rrr = RightReasonsLoss(1.0, expand_px=expand)
+        xin = xs.clone()
+        out = rrr.forward(lambda z: lin5(z.flatten(1)), xin)
+        total, _ = rrr((None, None, None, obj, torch.tensor([True, False])), xin, None, out)
+        torch.testing.assert_close(total, right_reasons_loss(out, xin, bg5))
