@@ -14,9 +14,11 @@ with each variant:
 * ``rrr_all``: Ross et al.'s input-gradient penalty with the ground-truth mask of **every**
   training image (50x the annotations);
 * ``kernels``: the background-kernel constraint (``--gamma``) with the ``budget`` masks per
-  class.
+  class;
+* ``rrr_budget``: Ross et al.'s penalty with only the ``budget`` masks per class, the
+  annotated images replayed in every batch (``--replay_annotated``).
 
-Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all``; with ``--alphas`` /
+Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all`` and ``rrr_budget``; with ``--alphas`` /
 ``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``paper`` then
 reuses) are chosen on the ``val`` split (held-out training images with random decoys) of the
 first seed, never on the test split. Every step is skipped when its output exists, so a killed run resumes.
@@ -49,11 +51,13 @@ from core.visualize import save_figure  # noqa: E402
 from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
-VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels")
+VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget")
 LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
           "paper": "Model Doctor +All (paper)", "channel": "Model Doctor +Channel (paper)",
           "space": "Model Doctor +Space (paper)", "rrr_all": "RRR, masks on all images",
-          "kernels": "Background kernels (ours)", "clean": "Clean-trained reference"}
+          "kernels": "Background kernels (ours)",
+          "rrr_budget": "RRR, annotated images only, replayed (ours)",
+          "clean": "Clean-trained reference"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -86,15 +90,21 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="background-kernel weights searched on val (first seed)")
     p.add_argument("--kernel_layers", default="-1", help="background-kernel layers")
     p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
-    p.add_argument("--rrr_lambdas", default="0.3,1,3",
-                   help="right-reasons weights searched on val (first seed)")
+    p.add_argument("--rrr_lambdas", default="0.1,0.3,1,3",
+                   help="right-reasons weights (masks on all images) searched on val (first "
+                        "seed)")
+    p.add_argument("--rrr_budget_lambdas", default="1,3,10",
+                   help="right-reasons weights (annotated images only) searched on val "
+                        "(first seed)")
+    p.add_argument("--replay", type=int, default=32,
+                   help="annotated images replayed in every batch (rrr_budget)")
     p.add_argument("--alphas", default="",
                    help="channel weights searched on val for +Channel (first seed); +All uses "
                         "the chosen one (default: no search, --alpha)")
     p.add_argument("--betas", default="",
                    help="spatial weights searched on val for +Space (first seed); +All uses "
                         "the chosen one (default: no search, --beta)")
-    p.add_argument("--variants", default="control,paper,rrr_all,kernels",
+    p.add_argument("--variants", default="control,paper,rrr_all,kernels,rrr_budget",
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")
     p.add_argument("--table_name", default=None,
                    help="results file name (default: shortcut, or gains without a decoy)")
@@ -112,7 +122,8 @@ def quiet(fn, argv: list[str]):
 
 
 RUN_KEYS = ("alpha", "beta", "gamma", "rrr_lambda", "kernel_layers", "kernel_tau", "grad_dir",
-            "mask_dir", "ori_model_path", "num_epochs", "lr", "batch_size", "seed")
+            "mask_dir", "ori_model_path", "num_epochs", "lr", "batch_size", "seed",
+            "replay_annotated")
 
 
 def same_run(args_json: Path, argv: list[str]) -> bool:
@@ -126,12 +137,13 @@ def same_run(args_json: Path, argv: list[str]) -> bool:
 
 # variant -> (its searched weight, the flag holding the grid)
 SEARCHED = {"kernels": ("gamma", "gammas"), "rrr_all": ("RRR lambda", "rrr_lambdas"),
+            "rrr_budget": ("RRR lambda with the annotated images", "rrr_budget_lambdas"),
             "channel": ("alpha", "alphas"), "space": ("beta", "betas")}
 
 
 def search_dir(name: str, value: float) -> str:
-    prefix = {"kernels": "kernels_g", "rrr_all": "rrr_l", "channel": "channel_a",
-              "space": "space_b"}[name]
+    prefix = {"kernels": "kernels_g", "rrr_all": "rrr_l", "rrr_budget": "rrr_budget_l",
+              "channel": "channel_a", "space": "space_b"}[name]
     return f"search/{prefix}{value:g}"
 
 
@@ -292,6 +304,8 @@ class Benchmark:
             "paper": lambda: alpha + beta,
             "rrr_all": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir",
                                        str(self.decoy_dir / "masks" / "train")],
+            "rrr_budget": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir", str(masks),
+                                          "--replay_annotated", str(a.replay)],
             "kernels": lambda: zero + ["--gamma", f"{value:g}",
                                        f"--kernel_layers={a.kernel_layers}",
                                        "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks)],

@@ -21,11 +21,13 @@ train_epochs=${train_epochs:-8}
 doctor_epochs=${doctor_epochs:-4}
 budget=${budget:-20}                          # annotated images per class (paper: 20)
 gammas=${gammas:-0.1,0.3,1,3}                     # searched on val (first seed)
-rrr_lambdas=${rrr_lambdas:-0.3,1,3}          # searched on val (first seed)
+rrr_lambdas=${rrr_lambdas:-0.1,0.3,1,3}      # searched on val (first seed)
+rrr_budget_lambdas=${rrr_budget_lambdas:-1,3,10}  # searched on val (first seed)
+replay=${replay:-32}                          # annotated images replayed per batch (rrr_budget)
 alphas=${alphas:-}                            # +Channel alpha searched on val (empty: --alpha)
 betas=${betas:-}                              # +Space beta searched on val (empty: --beta)
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
-variants=${variants:-control,paper,rrr_all,kernels}  # also: channel, space
+variants=${variants:-control,paper,rrr_all,kernels,rrr_budget}  # also: channel, space
 out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
 results_dir=${results_dir:-results}
 
@@ -43,6 +45,8 @@ results_dir=${results_dir:-results}
   --budget "${budget}" \
   --gammas "${gammas}" \
   --rrr_lambdas "${rrr_lambdas}" \
+  --rrr_budget_lambdas "${rrr_budget_lambdas}" \
+  --replay "${replay}" \
   --alphas "${alphas}" \
   --betas "${betas}" \
   --kernel_layers="${kernel_layers}" \

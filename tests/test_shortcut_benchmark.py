@@ -33,16 +33,21 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
             "--results_dir", str(tmp_path / "results"), "--train_per_class", "10",
             "--val_per_class", "2", "--seeds", "0,1", "--train_epochs", "1",
             "--doctor_epochs", "1", "--budget", "2", "--num_high", "3", "--batch_size", "16",
-            "--gammas", "0.5,1", "--rrr_lambdas", "1", "--no_verify"]
+            "--gammas", "0.5,1", "--rrr_lambdas", "1", "--rrr_budget_lambdas", "1",
+            "--replay", "4", "--no_verify"]
     args = shortcut_benchmark.get_args_parser().parse_args(argv)
     result = shortcut_benchmark.main(args)
     rows = result["rows"]
-    assert set(rows) == {"clean", "untreated", "control", "paper", "rrr_all", "kernels"}
+    assert set(rows) == {"clean", "untreated", "control", "paper", "rrr_all", "kernels",
+                         "rrr_budget"}
     assert set(rows["kernels"][0]) == {"val", "test", "clean_test", "background_share"}
     assert len(rows["kernels"][0]["background_share"]) == 10
     assert all(len(v) == 2 for v in rows.values())
     assert set(result["search"]["kernels"]) == {"0.5", "1"}
     assert result["chosen"]["kernels"] in (0.5, 1.0)
+    # the budget variant: the annotated masks only, replayed in every batch
+    recorded = json.loads((tmp_path / "out" / "seed1" / "rrr_budget" / "args.json").read_text())
+    assert recorded["replay_annotated"] == 4 and recorded["mask_dir"].endswith("seed1/masks")
     text = (tmp_path / "results" / "shortcut.md").read_text()
     assert "Background kernels (ours)" in text and "± " in text and "chosen" in text
     assert (tmp_path / "results" / "shortcut.png").stat().st_size > 1000
