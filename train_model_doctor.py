@@ -16,7 +16,7 @@ import loaders
 from loaders.replay import with_replay
 from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
-from core.right_reasons import RightReasonsLoss
+from core.right_reasons import RightReasonsLoss, WithRightReasons
 from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
                    make_loaders, resolve_data_args, wrap_model)
 from utils import get_device, load_weights, set_seed, weights_fingerprint
@@ -70,8 +70,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="a kernel is a background kernel when this share of its gradient on "
                         "the annotated images lies on their background")
     p.add_argument("--rrr_lambda", type=float, default=0.0,
-                   help="baseline instead of Model Doctor: Ross et al.'s input-gradient "
-                        "penalty with this weight on the masked images (alpha, beta, gamma 0)")
+                   help="Ross et al.'s input-gradient penalty with this weight on the masked "
+                        "images: a baseline with alpha = beta = gamma = 0, else added to them")
     p.add_argument("--replay_annotated", type=int, default=0,
                    help="append this many annotated images to every training batch (0: off, "
                         "the paper; they are then in about 2 %% of batches at 20 per class)")
@@ -138,9 +138,6 @@ def main(args: argparse.Namespace) -> dict:
         load_weights(model, args.ori_model_path, args.model_name)
     model.to(device)
     alpha = args.alpha / batch_size if args.alpha_released else args.alpha
-    if args.rrr_lambda > 0 and (alpha > 0 or args.beta > 0 or args.gamma > 0):
-        raise ValueError("--rrr_lambda is a baseline on its own: set --alpha, --beta and "
-                         "--gamma to 0")
     stats = load_statistics(args.grad_dir) if alpha > 0 else None
     if stats is not None and not args.allow_foreign_stats:
         # with --init scratch the weights differ by design (released behaviour)
@@ -167,16 +164,16 @@ def main(args: argparse.Namespace) -> dict:
     # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
     # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
-    if args.rrr_lambda > 0:
-        doctor = RightReasonsLoss(args.rrr_lambda, args.expand_px)
-    else:
-        doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
-                            split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,
-                            args.second_term, args.noise_draws, args.noise_delta,
-                            args.expand_px, args.num_classes, gamma=args.gamma,
-                            kernel_layers=split_layers(args.kernel_layers),
-                            kernel_tau=args.kernel_tau,
-                            annotated=annotated_tensors(args) if args.gamma > 0 else None)
+    doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
+                        split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,
+                        args.second_term, args.noise_draws, args.noise_delta,
+                        args.expand_px, args.num_classes, gamma=args.gamma,
+                        kernel_layers=split_layers(args.kernel_layers),
+                        kernel_tau=args.kernel_tau,
+                        annotated=annotated_tensors(args) if args.gamma > 0 else None)
+    if args.rrr_lambda > 0:   # Ross et al.'s penalty, alone (alpha = beta = gamma = 0) or added
+        rrr = RightReasonsLoss(args.rrr_lambda, args.expand_px)
+        doctor = WithRightReasons(doctor, rrr) if doctor.hooks is not None else rrr
     ddp_model = wrap_model(model, args, device, info)
     optimizer, scheduler = build_optimizer(ddp_model, args)
     try:

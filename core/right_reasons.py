@@ -59,3 +59,31 @@ class RightReasonsLoss:
 
     def remove(self) -> None:
         self._images = None
+
+
+class WithRightReasons:
+    """``DoctorLoss`` + ``RightReasonsLoss`` on the same batch: the input-gradient penalty of
+    the annotated images beside Model Doctor's (or the background-kernel) constraints.
+
+    The training forward is the right-reasons one (the images require grad); the doctor's
+    hooks record the features of that same forward, so its noiseless constraints reuse it
+    (with noise it runs its own noisy passes, as it does under DDP).
+    """
+
+    def __init__(self, doctor, rrr: RightReasonsLoss):
+        self.doctor, self.rrr = doctor, rrr
+
+    def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return self.rrr.forward(model, images)
+
+    def start_epoch(self, epoch: int) -> dict:
+        return self.doctor.start_epoch(epoch)
+
+    def __call__(self, batch, images, labels, logits) -> tuple[torch.Tensor, dict]:
+        loss_d, terms_d = self.doctor(batch, images, labels, logits)
+        loss_r, terms_r = self.rrr(batch, images, labels, logits)
+        return loss_d + loss_r, {**terms_d, **terms_r}
+
+    def remove(self) -> None:
+        self.doctor.remove()
+        self.rrr.remove()

@@ -332,3 +332,31 @@ def test_right_reasons_loss_by_hand_and_trains_weights():
         out = rrr.forward(lambda z: lin5(z.flatten(1)), xin)
         total, _ = rrr((None, None, None, obj, torch.tensor([True, False])), xin, None, out)
         torch.testing.assert_close(total, right_reasons_loss(out, xin, bg5))
+
+
+def test_right_reasons_added_to_the_kernel_term_is_the_sum_of_both():
+    from core.right_reasons import RightReasonsLoss, WithRightReasons, right_reasons_loss
+    net, x, fg = make_background_toy()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    annotated = torch.tensor([True, True, False, False, True, False])
+    batch = (x, labels, None, fg, annotated)
+
+    def doctor():
+        d = DoctorLoss(net, None, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
+                       annotated=(x[:3], labels[:3], fg[:3]))
+        d.start_epoch(1)
+        return d
+    alone = doctor()
+    k_total, _ = alone(batch, x, labels, alone.forward(net, x))
+    alone.remove()
+    both = WithRightReasons(doctor(), RightReasonsLoss(0.5))
+    xin = x.clone()
+    logits = both.forward(net, xin)
+    total, terms = both(batch, xin, labels, logits)
+    bg = (1 - fg) * annotated.float().view(-1, 1, 1, 1)
+    expect = k_total + 0.5 * right_reasons_loss(logits, xin, bg)
+    torch.testing.assert_close(total, expect)
+    assert {"kernel", "right_reasons"} <= set(terms)
+    assert torch.autograd.grad(total, net.conv.weight)[0].abs().sum() > 0
+    both.remove()
+    assert not net.conv._forward_hooks
