@@ -23,11 +23,11 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 import loaders
-import models
 from metrics import ConfusionMeter
 from utils import (RunRecorder, add_device_args, atomic_save, atomic_write_text, get_device,
                    load_checkpoint, save_weights, set_seed, unwrap)
-from utils.cli import HelpFormatter, add_model_data_args, run_main
+from core.entry import add_model_data_args, resolved_args, setup_model
+from utils.cli import HelpFormatter, run_main
 from utils.distributed import DistInfo, ShardSampler, all_reduce_sum, cleanup, init_distributed
 
 # extra_loss(batch, images, labels, logits) -> (loss tensor, {name: float}) — the hook
@@ -71,25 +71,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="under torchrun: synchronise BatchNorm statistics across ranks")
     add_device_args(p)
     return p
-
-
-def resolve_data_args(args: argparse.Namespace) -> tuple[loaders.DatasetSpec, list[str]]:
-    """Fill ``in_channels``/``num_classes`` from the dataset; refuse a num_classes that
-    contradicts the class folders."""
-    spec = loaders.get_spec(args.data_name)
-    args.in_channels = args.in_channels or spec.in_channels
-    classes = loaders.read_classes(loaders.resolve_split(args.data_dir, "train"))
-    if args.num_classes is None:
-        args.num_classes = len(classes)
-    elif args.num_classes != len(classes):
-        raise ValueError(f"--num_classes {args.num_classes} but {args.data_dir} has "
-                         f"{len(classes)} classes")
-    return spec, classes
-
-
-def build_model(args: argparse.Namespace, spec: loaders.DatasetSpec) -> torch.nn.Module:
-    return models.load_model(args.model_name, args.in_channels, args.num_classes,
-                             image_size=spec.size, stem=args.stem)
 
 
 def build_optimizer(model: torch.nn.Module, args: argparse.Namespace):
@@ -309,14 +290,15 @@ def wrap_model(model: torch.nn.Module, args, device, info: DistInfo) -> torch.nn
 def main(args: argparse.Namespace) -> dict:
     set_seed(args.seed, args.deterministic)
     info, device = init_distributed(get_device(args.device, args.device_index))
-    spec, classes = resolve_data_args(args)
-    batch_size = args.batch_size or spec.batch_size
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
                                       data_mode=args.data_mode)
     test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels,
                                      data_mode=args.data_mode)
+    setup = setup_model(args, train_set.classes, device=device, source=args.data_dir)
+    args = resolved_args(args, setup)    # args.json and the checkpoints record the counts
+    batch_size = args.batch_size or setup.spec.batch_size
     train_loader, test_loader = make_loaders(args, train_set, test_set, batch_size, device, info)
-    model = wrap_model(build_model(args, spec).to(device), args, device, info)
+    model = wrap_model(setup.model, args, device, info)
     optimizer, scheduler = build_optimizer(model, args)
     if info.is_main:
         print(f"{args.model_name} on {args.data_name}: {len(train_set)} train / {len(test_set)} "

@@ -17,9 +17,10 @@ from loaders.replay import with_replay
 from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
 from core.right_reasons import RightReasonsLoss
-from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
-                   make_loaders, resolve_data_args, wrap_model)
-from utils import get_device, load_weights, set_seed, weights_fingerprint
+from core.entry import resolved_args, setup_model
+from train import (build_optimizer, fit, get_args_parser as train_parser, make_loaders,
+                   wrap_model)
+from utils import get_device, set_seed, weights_fingerprint
 from utils.cli import HelpFormatter, run_main
 from utils.distributed import cleanup, init_distributed
 
@@ -109,11 +110,6 @@ def split_layers(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def load_statistics(grad_dir: str) -> ChannelStatistics:
-    path = Path(grad_dir)
-    return ChannelStatistics.load(path / "channel_stats.npz" if path.is_dir() else path)
-
-
 def annotated_tensors(args) -> tuple:
     """``(images, labels, masks)`` of the annotated training images with eval transforms,
     stacked (the paper's budget is a few hundred images)."""
@@ -128,25 +124,26 @@ def main(args: argparse.Namespace) -> dict:
     best_name = resolve_output(args)
     set_seed(args.seed, args.deterministic)
     info, device = init_distributed(get_device(args.device, args.device_index))
-    spec, _ = resolve_data_args(args)
-    batch_size = args.batch_size or spec.batch_size
-    model = build_model(args, spec)
-    if args.init == "pretrained":
-        if not Path(args.ori_model_path).is_file():
-            raise FileNotFoundError(f"--ori_model_path {args.ori_model_path} not found: train "
-                                    f"the classifier first (train.py) or pass --init scratch")
-        load_weights(model, args.ori_model_path, args.model_name)
-    model.to(device)
+    pretrained = args.init == "pretrained"
+    if pretrained and not Path(args.ori_model_path).is_file():
+        raise FileNotFoundError(f"--ori_model_path {args.ori_model_path} not found: train "
+                                f"the classifier first (train.py) or pass --init scratch")
+    setup = setup_model(args, loaders.dataset_classes(args.data_dir, "train"),
+                        weights=args.ori_model_path if pretrained else None, device=device,
+                        source=args.data_dir)
+    args = resolved_args(args, setup)    # args.json and the checkpoints record the counts
+    model = setup.model
+    batch_size = args.batch_size or setup.spec.batch_size
     alpha = args.alpha / batch_size if args.alpha_released else args.alpha
     if args.rrr_lambda > 0 and (alpha > 0 or args.beta > 0 or args.gamma > 0):
         raise ValueError("--rrr_lambda is a baseline on its own: set --alpha, --beta and "
                          "--gamma to 0")
-    stats = load_statistics(args.grad_dir) if alpha > 0 else None
+    stats = ChannelStatistics.load(args.grad_dir) if alpha > 0 else None
     if stats is not None and not args.allow_foreign_stats:
         # with --init scratch the weights differ by design (released behaviour)
         stats.check_settings({"model_name": args.model_name, "data_name": args.data_name,
                               "grad_mode": args.grad_mode, "in_channels": args.in_channels},
-                             weights_fingerprint(model) if args.init == "pretrained" else None,
+                             weights_fingerprint(model) if pretrained else None,
                              escape="--allow_foreign_stats")
     use_masks = args.beta > 0 or args.gamma > 0 or args.rrr_lambda > 0
     if use_masks and not args.mask_dir:
