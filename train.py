@@ -13,7 +13,6 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,13 +26,12 @@ from metrics import ConfusionMeter
 from utils import (RunRecorder, add_device_args, atomic_save, atomic_write_text, get_device,
                    load_checkpoint, save_weights, set_seed, unwrap)
 from core.entry import add_model_data_args, resolved_args, setup_model
+from core.extra_loss import ExtraLoss
 from utils.cli import HelpFormatter, run_main
 from utils.distributed import DistInfo, ShardSampler, all_reduce_sum, cleanup, init_distributed
 
-# extra_loss(batch, images, labels, logits) -> (loss tensor, {name: float}) — the hook
-# through which train_model_doctor.py adds its constraints to the same loop.
-ExtraLoss = Callable[[tuple, torch.Tensor, torch.Tensor, torch.Tensor],
-                     tuple[torch.Tensor, dict]]
+# extra_loss: an ExtraLoss (core/extra_loss.py: forward, __call__, start_epoch, remove), the
+# hook through which train_model_doctor.py adds its constraints to the same loop.
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -111,11 +109,11 @@ def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: i
     sums: dict[str, float] = {}
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress)
     for batch in bar:
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            forward = getattr(extra_loss, "forward", None)   # DoctorLoss may share passes
-            logits = forward(model, images) if forward is not None else model(images)
+            # the extra loss runs the forward: DoctorLoss may share it with its noisy passes
+            logits = model(images) if extra_loss is None else extra_loss.forward(model, images)
             loss = F.cross_entropy(logits.float(), labels)
             terms = {"ce": loss.item()}
             if extra_loss is not None:
@@ -155,8 +153,8 @@ def evaluate(model, loader, device, num_classes: int, progress: bool = True,
     model.eval()
     meter = ConfusionMeter(num_classes)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=amp != "off"):
             logits = model(images).float()
         meter.update(logits, labels, F.cross_entropy(logits, labels).item())
@@ -231,8 +229,7 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
             if hasattr(s, "set_epoch"):   # distributed shuffling, replayed annotations
                 s.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        start_epoch_hook = getattr(extra_loss, "start_epoch", None)  # DoctorLoss: refresh state
-        before = start_epoch_hook(epoch) if start_epoch_hook is not None else {}
+        before = extra_loss.start_epoch(epoch) if extra_loss is not None else {}
         stats = train_one_epoch(model, train_loader, optimizer, device, epoch,
                                 args.num_classes, extra_loss, progress, info, amp, scaler)
         stats.update(before)

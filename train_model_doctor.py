@@ -116,8 +116,8 @@ def annotated_tensors(args) -> tuple:
     dataset = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
                                     train_transform=False, mask_dir=args.mask_dir)
     items = [dataset[i] for i, path in enumerate(dataset.mask_paths) if path is not None]
-    return (torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items]),
-            torch.stack([it[3] for it in items]))
+    return (torch.stack([it.image for it in items]), torch.tensor([it.label for it in items]),
+            torch.stack([it.mask for it in items]))
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -167,21 +167,23 @@ def main(args: argparse.Namespace) -> dict:
     if args.rrr_lambda > 0:
         doctor = RightReasonsLoss(args.rrr_lambda)
     else:
-        doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
-                            split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,
-                            args.second_term, args.noise_draws, args.noise_delta,
-                            args.expand_px, args.num_classes, gamma=args.gamma,
+        doctor = DoctorLoss(model=model, stats=stats,
+                            channel_layers=split_layers(args.channel_layers),
+                            spatial_layers=split_layers(args.spatial_layers), alpha=alpha,
+                            beta=args.beta, grad_mode=args.grad_mode,
+                            second_term=args.second_term, noise_draws=args.noise_draws,
+                            noise_delta=args.noise_delta, expand_px=args.expand_px,
+                            num_classes=args.num_classes, gamma=args.gamma,
                             kernel_layers=split_layers(args.kernel_layers),
                             kernel_tau=args.kernel_tau,
                             annotated=annotated_tensors(args) if args.gamma > 0 else None)
     ddp_model = wrap_model(model, args, device, info)
     optimizer, scheduler = build_optimizer(ddp_model, args)
     try:
-        return fit(args, ddp_model, train_loader, test_loader, optimizer, scheduler, device,
-                   best_name=best_name, extra_loss=doctor, evaluate_start=True,
-                   info=info)
+        with doctor:
+            return fit(args, ddp_model, train_loader, test_loader, optimizer, scheduler, device,
+                       best_name=best_name, extra_loss=doctor, evaluate_start=True, info=info)
     finally:
-        doctor.remove()
         cleanup()
 
 

@@ -139,25 +139,25 @@ def diagnose(model: torch.nn.Module, loader, layer_name: str, mask: torch.Tensor
         known_classes = known_classes.to(device)
     out: dict[str, list] = {k: [] for k in ("labels", "preds", "confidence", "off", "bg", "files")}
     for batch in tqdm(loader, desc="diagnose", leave=False, disable=not progress):
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
         grad, logits = score_gradients(model, images, labels, layer_name)
         g = rectify(grad, grad_mode)                                     # [B, K, H, W]
         off = off_mask_share(g.sum(dim=(2, 3)), mask, labels)
         if known_classes is not None:
             off = torch.where(known_classes[labels], off, torch.full_like(off, float("nan")))
         bg = torch.full_like(off, float("nan"))
-        if len(batch) >= 5:
-            annotated = torch.as_tensor(batch[4], device=device).bool()
+        if isinstance(batch, loaders.Batch):
+            masks, annotated = loaders.batch_masks(batch, device, "background_share")
             if annotated.any():
-                background = (batch[3].round() == loaders.MASK_BACKGROUND).float()
-                share = background_share(g.sum(dim=1), background.to(device))
+                background = (masks.round() == loaders.MASK_BACKGROUND).float()
+                share = background_share(g.sum(dim=1), background)
                 bg = torch.where(annotated, share, bg)
         conf, preds = logits.float().softmax(dim=1).max(dim=1)
         for key, value in (("labels", labels), ("preds", preds), ("confidence", conf),
                            ("off", off), ("bg", bg)):
             out[key].append(value.cpu())
-        out["files"] += list(batch[2])
+        out["files"] += list(batch.path)
     result = {k: torch.cat(v).numpy() for k, v in out.items() if k != "files"}
     result["files"] = out["files"]
     return result
@@ -168,17 +168,17 @@ def class_background_shares(model: torch.nn.Module, loader, layer_name: str, num
                             device: torch.device, grad_mode: str = "abs") -> np.ndarray:
     """Per class, the mean ``background_share`` of its annotated images: how much of the
     class score's gradient at ``layer_name`` lies on the background. A shortcut in the
-    background shows as a large share. ``loader`` yields ``(image, label, rel, mask,
-    annotated)``; the model is put in eval mode. Returns ``[num_classes]`` (NaN: no image).
+    background shows as a large share. ``loader`` yields :class:`loaders.Batch`; the model
+    is put in eval mode. Returns ``[num_classes]`` (NaN: no image).
     """
     model.eval()
     sums, counts = np.zeros(num_classes), np.zeros(num_classes)
     for batch in loader:
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
-        annotated = torch.as_tensor(batch[4], device=device).bool()
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
+        masks, annotated = loaders.batch_masks(batch, device, "the background share")
         grad, _ = score_gradients(model, images, labels, layer_name)
-        background = background_weights(batch[3].to(device), annotated)
+        background = background_weights(masks, annotated)
         share = background_share(rectify(grad, grad_mode).sum(dim=1), background)
         keep = annotated & share.isfinite()
         np.add.at(sums, labels[keep].cpu().numpy(), share[keep].cpu().numpy())

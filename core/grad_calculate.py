@@ -75,8 +75,8 @@ def compute_statistics(model, loader, layers, num_classes, device, noise_draws=1
     model.eval()
     stats = ChannelStatistics.for_model(model, layers, num_classes, theta, settings)
     for batch in tqdm(loader, desc="channel statistics", disable=not progress):
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
         grads = channel_gradients(model, images, labels, layers, noise_draws, noise_delta,
                                   grad_mode)
         stats.update(grads, labels)

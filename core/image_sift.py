@@ -151,8 +151,8 @@ def predict(model: torch.nn.Module, loader, device: torch.device,
     model.eval()
     labels, preds, conf, p_true = [], [], [], []
     for batch in tqdm(loader, desc="sift", leave=False, disable=not progress):
-        images = batch[0].to(device, non_blocking=True)
-        y = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        y = batch.label.to(device, non_blocking=True)
         probs = model(images).float().softmax(dim=1)
         c, p = probs.max(dim=1)
         labels.append(y.cpu())

@@ -100,8 +100,8 @@ def correct_images(model: nn.Module, dataset, num_images: int, device: torch.dev
     found = 0
     for start in range(0, len(order), batch_size):
         items = [dataset[i] for i in order[start:start + batch_size]]
-        x = torch.stack([it[0] for it in items]).to(device)
-        y = torch.tensor([int(it[1]) for it in items], device=device)
+        x = torch.stack([it.image for it in items]).to(device)
+        y = torch.tensor([int(it.label) for it in items], device=device)
         keep = predict(model, x, batch_size) == y
         images.append(x[keep])
         labels.append(y[keep])

@@ -167,8 +167,8 @@ def visual_grid(images_display: np.ndarray, columns: Sequence[tuple[str, np.ndar
     return fig
 
 
-def load_images(args: argparse.Namespace, spec, in_channels: int) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                          list[str], list[str]]:
+def load_images(args: argparse.Namespace, spec, in_channels: int
+                ) -> tuple[torch.Tensor, torch.Tensor | None, list[str], list[str]]:
     """``(images [N, C, H, W] normalised, labels [N] or None, names, classes)`` from a flat
     ``--image_dir`` (labels unknown) or a dataset split (``--num_images`` spread over classes)."""
     if args.image_dir:
@@ -186,8 +186,8 @@ def load_images(args: argparse.Namespace, spec, in_channels: int) -> tuple[torch
                                     in_channels, train_transform=False)
     indices = spread_over_classes([label for _, label in dataset.samples], args.num_images)
     items = [dataset[i] for i in indices]
-    return (torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items]),
-            [str(it[2]) for it in items], list(dataset.classes))
+    return (torch.stack([it.image for it in items]), torch.tensor([int(it.label) for it in items]),
+            [str(it.path) for it in items], list(dataset.classes))
 
 
 def main_visual(args: argparse.Namespace) -> plt.Figure:
