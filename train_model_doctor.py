@@ -145,9 +145,10 @@ def main(args: argparse.Namespace) -> dict:
                               "grad_mode": args.grad_mode, "in_channels": args.in_channels},
                              weights_fingerprint(model) if pretrained else None,
                              escape="--allow_foreign_stats")
-    use_masks = args.beta > 0 or args.gamma > 0 or args.rrr_lambda > 0
-    if use_masks and not args.mask_dir:
-        raise ValueError("--beta > 0 and --gamma > 0 need --mask_dir (or set them to 0)")
+    needs = [f"--{k} > 0" for k in ("beta", "gamma", "rrr_lambda") if getattr(args, k) > 0]
+    use_masks = bool(needs)
+    if use_masks:
+        loaders.require_masks(bool(args.mask_dir), needs[0])
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
                                       mask_dir=args.mask_dir if use_masks else None,
                                       data_mode=args.data_mode)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from loaders.batch import Batch, PlainBatch, batch_masks
+from loaders.batch import Batch, PlainBatch, batch_masks, require_masks
 from loaders.folder import (MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT, ImageFolderDataset,
                             MaskedImageFolder, decode_mask, read_classes)
 from loaders.memory import DATA_MODES, MemoryDataset, MemoryLoader, use_memory
@@ -18,7 +18,7 @@ from utils.runtime import seed_worker
 
 __all__ = [
     "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask", "Batch", "PlainBatch",
-    "batch_masks",
+    "batch_masks", "require_masks",
     "DATA_MODES", "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder",
     "MemoryDataset", "MemoryLoader", "build_dataset", "build_transform", "channel_stats",
     "dataset_classes", "get_spec", "load_data", "load_data_mask", "make_loader",

@@ -2,7 +2,8 @@
 
 A sample (or a collated batch) of a dataset with masks is a :class:`Batch`; without masks it
 is the shorter :class:`PlainBatch` — there is no mask to fill in, and code that needs masks
-asks for them through :func:`batch_masks`, which names the missing flag. Collating keeps the
+asks for them through :func:`batch_masks`, which names the missing flag (the one check that
+masks are there: :func:`require_masks`). Collating keeps the
 type (``torch.utils.data.default_collate`` rebuilds named tuples field by field), so a
 ``DataLoader`` and :class:`loaders.memory.MemoryLoader` yield the same types.
 """
@@ -35,14 +36,19 @@ class Batch(NamedTuple):
     annotated: bool | torch.Tensor
 
 
+def require_masks(present: bool, needs: str) -> None:
+    """A ValueError saying that ``needs`` (e.g. ``"beta > 0"``) needs masks and how to give
+    them, unless they are ``present``."""
+    if not present:
+        raise ValueError(f"{needs} needs masks: give --mask_dir")
+
+
 def batch_masks(batch: PlainBatch | Batch, device: torch.device,
                 needs: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mask [B, 1, H, W], annotated [B] bool)`` of a collated ``batch`` on ``device``.
 
-    A batch without masks is a ValueError saying that ``needs`` (e.g. ``"beta > 0"``) needs
-    them and how to give them.
+    A batch without masks is an error naming ``needs`` (:func:`require_masks`).
     """
-    if not isinstance(batch, Batch):
-        raise ValueError(f"{needs} needs masks: give --mask_dir")
+    require_masks(isinstance(batch, Batch), needs)
     return (batch.mask.to(device, non_blocking=True),
             torch.as_tensor(batch.annotated, device=device).bool())

@@ -87,3 +87,17 @@ def test_train_one_epoch_uses_forward_and_call():
     out = train.train_one_epoch(net, [batch], optimizer, torch.device("cpu"), 1, 4, Spy(),
                                 progress=False)
     assert calls == ["forward", ["a", "b"]] and out["train/spy"] == 1.0
+
+
+@pytest.mark.parametrize("flag", ["--beta", "--gamma", "--rrr_lambda"])
+def test_cli_refuses_mask_losses_without_mask_dir(tmp_path, flag):
+    import train_model_doctor
+    from fakedata import make_image_folder
+    data = make_image_folder(tmp_path / "data", num_classes=2, per_class=2)
+    weights = {"--beta": "0", "--gamma": "0", "--rrr_lambda": "0", flag: "1"}
+    args = train_model_doctor.get_args_parser().parse_args([
+        "--model_name", "smallcnn", "--data_name", "digits", "--data_dir", str(data),
+        "--model_dir", str(tmp_path / "out"), "--init", "scratch", "--alpha", "0",
+        *[t for kv in weights.items() for t in kv], "--device", "cpu"])
+    with pytest.raises(ValueError, match=f"^{flag} > 0 needs masks: give --mask_dir$"):
+        train_model_doctor.main(args)
