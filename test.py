@@ -10,7 +10,8 @@ import numpy as np
 import loaders
 from train import evaluate
 from utils import add_device_args, atomic_write_text, get_device
-from utils.cli import HelpFormatter, add_model_data_args, load_trained_model, run_main
+from core.entry import add_model_data_args, load_trained_model
+from utils.cli import HelpFormatter, run_main
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -48,13 +49,12 @@ def format_report(result: dict) -> str:
 
 def main(args: argparse.Namespace) -> dict:
     device = get_device(args.device, args.device_index)
-    spec = loaders.get_spec(args.data_name)
     dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
-                                    args.in_channels or spec.in_channels, train_transform=False)
-    model = load_trained_model(args, dataset.classes, device)
-    loader = loaders.make_loader(dataset, args.batch_size or spec.batch_size, False,
+                                    args.in_channels, train_transform=False)
+    setup = load_trained_model(args, dataset.classes, device)
+    loader = loaders.make_loader(dataset, args.batch_size or setup.spec.batch_size, False,
                                  args.workers, device)
-    meter = evaluate(model, loader, device, args.num_classes, not args.no_progress)
+    meter = evaluate(setup.model, loader, device, setup.num_classes, not args.no_progress)
     per_class = meter.per_class()
     split = Path(dataset.root).resolve().name   # --data_type, or the folder --data_path names
     result = {

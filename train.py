@@ -13,7 +13,6 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -23,17 +22,16 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 import loaders
-import models
 from metrics import ConfusionMeter
 from utils import (RunRecorder, add_device_args, atomic_save, atomic_write_text, get_device,
                    load_checkpoint, save_weights, set_seed, unwrap)
-from utils.cli import HelpFormatter, add_model_data_args, run_main
+from core.entry import add_model_data_args, resolved_args, setup_model
+from core.extra_loss import ExtraLoss
+from utils.cli import HelpFormatter, run_main
 from utils.distributed import DistInfo, ShardSampler, all_reduce_sum, cleanup, init_distributed
 
-# extra_loss(batch, images, labels, logits) -> (loss tensor, {name: float}) — the hook
-# through which train_model_doctor.py adds its constraints to the same loop.
-ExtraLoss = Callable[[tuple, torch.Tensor, torch.Tensor, torch.Tensor],
-                     tuple[torch.Tensor, dict]]
+# extra_loss: an ExtraLoss (core/extra_loss.py: forward, __call__, start_epoch, remove), the
+# hook through which train_model_doctor.py adds its constraints to the same loop.
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -71,25 +69,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="under torchrun: synchronise BatchNorm statistics across ranks")
     add_device_args(p)
     return p
-
-
-def resolve_data_args(args: argparse.Namespace) -> tuple[loaders.DatasetSpec, list[str]]:
-    """Fill ``in_channels``/``num_classes`` from the dataset; refuse a num_classes that
-    contradicts the class folders."""
-    spec = loaders.get_spec(args.data_name)
-    args.in_channels = args.in_channels or spec.in_channels
-    classes = loaders.read_classes(loaders.resolve_split(args.data_dir, "train"))
-    if args.num_classes is None:
-        args.num_classes = len(classes)
-    elif args.num_classes != len(classes):
-        raise ValueError(f"--num_classes {args.num_classes} but {args.data_dir} has "
-                         f"{len(classes)} classes")
-    return spec, classes
-
-
-def build_model(args: argparse.Namespace, spec: loaders.DatasetSpec) -> torch.nn.Module:
-    return models.load_model(args.model_name, args.in_channels, args.num_classes,
-                             image_size=spec.size, stem=args.stem)
 
 
 def build_optimizer(model: torch.nn.Module, args: argparse.Namespace):
@@ -130,11 +109,11 @@ def train_one_epoch(model, loader, optimizer, device, epoch: int, num_classes: i
     sums: dict[str, float] = {}
     bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress)
     for batch in bar:
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            forward = getattr(extra_loss, "forward", None)   # DoctorLoss may share passes
-            logits = forward(model, images) if forward is not None else model(images)
+            # the extra loss runs the forward: DoctorLoss may share it with its noisy passes
+            logits = model(images) if extra_loss is None else extra_loss.forward(model, images)
             loss = F.cross_entropy(logits.float(), labels)
             terms = {"ce": loss.item()}
             if extra_loss is not None:
@@ -174,8 +153,8 @@ def evaluate(model, loader, device, num_classes: int, progress: bool = True,
     model.eval()
     meter = ConfusionMeter(num_classes)
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=amp != "off"):
             logits = model(images).float()
         meter.update(logits, labels, F.cross_entropy(logits, labels).item())
@@ -250,8 +229,7 @@ def fit(args, model, train_loader, test_loader, optimizer, scheduler, device,
             if hasattr(s, "set_epoch"):   # distributed shuffling, replayed annotations
                 s.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        start_epoch_hook = getattr(extra_loss, "start_epoch", None)  # DoctorLoss: refresh state
-        before = start_epoch_hook(epoch) if start_epoch_hook is not None else {}
+        before = extra_loss.start_epoch(epoch) if extra_loss is not None else {}
         stats = train_one_epoch(model, train_loader, optimizer, device, epoch,
                                 args.num_classes, extra_loss, progress, info, amp, scaler)
         stats.update(before)
@@ -309,14 +287,15 @@ def wrap_model(model: torch.nn.Module, args, device, info: DistInfo) -> torch.nn
 def main(args: argparse.Namespace) -> dict:
     set_seed(args.seed, args.deterministic)
     info, device = init_distributed(get_device(args.device, args.device_index))
-    spec, classes = resolve_data_args(args)
-    batch_size = args.batch_size or spec.batch_size
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
                                       data_mode=args.data_mode)
     test_set = loaders.build_dataset(args.data_name, args.data_dir, "test", args.in_channels,
                                      data_mode=args.data_mode)
+    setup = setup_model(args, train_set.classes, device=device, source=args.data_dir)
+    args = resolved_args(args, setup)    # args.json and the checkpoints record the counts
+    batch_size = args.batch_size or setup.spec.batch_size
     train_loader, test_loader = make_loaders(args, train_set, test_set, batch_size, device, info)
-    model = wrap_model(build_model(args, spec).to(device), args, device, info)
+    model = wrap_model(setup.model, args, device, info)
     optimizer, scheduler = build_optimizer(model, args)
     if info.is_main:
         print(f"{args.model_name} on {args.data_name}: {len(train_set)} train / {len(test_set)} "

@@ -17,9 +17,10 @@ from loaders.replay import with_replay
 from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
 from core.right_reasons import RightReasonsLoss, WithRightReasons
-from train import (build_model, build_optimizer, fit, get_args_parser as train_parser,
-                   make_loaders, resolve_data_args, wrap_model)
-from utils import get_device, load_weights, set_seed, weights_fingerprint
+from core.entry import resolved_args, setup_model
+from train import (build_optimizer, fit, get_args_parser as train_parser, make_loaders,
+                   wrap_model)
+from utils import get_device, set_seed, weights_fingerprint
 from utils.cli import HelpFormatter, run_main
 from utils.distributed import cleanup, init_distributed
 
@@ -109,45 +110,42 @@ def split_layers(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def load_statistics(grad_dir: str) -> ChannelStatistics:
-    path = Path(grad_dir)
-    return ChannelStatistics.load(path / "channel_stats.npz" if path.is_dir() else path)
-
-
 def annotated_tensors(args) -> tuple:
     """``(images, labels, masks)`` of the annotated training images with eval transforms,
     stacked (the paper's budget is a few hundred images)."""
     dataset = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
                                     train_transform=False, mask_dir=args.mask_dir)
     items = [dataset[i] for i, path in enumerate(dataset.mask_paths) if path is not None]
-    return (torch.stack([it[0] for it in items]), torch.tensor([it[1] for it in items]),
-            torch.stack([it[3] for it in items]))
+    return (torch.stack([it.image for it in items]), torch.tensor([it.label for it in items]),
+            torch.stack([it.mask for it in items]))
 
 
 def main(args: argparse.Namespace) -> dict:
     best_name = resolve_output(args)
     set_seed(args.seed, args.deterministic)
     info, device = init_distributed(get_device(args.device, args.device_index))
-    spec, _ = resolve_data_args(args)
-    batch_size = args.batch_size or spec.batch_size
-    model = build_model(args, spec)
-    if args.init == "pretrained":
-        if not Path(args.ori_model_path).is_file():
-            raise FileNotFoundError(f"--ori_model_path {args.ori_model_path} not found: train "
-                                    f"the classifier first (train.py) or pass --init scratch")
-        load_weights(model, args.ori_model_path, args.model_name)
-    model.to(device)
+    pretrained = args.init == "pretrained"
+    if pretrained and not Path(args.ori_model_path).is_file():
+        raise FileNotFoundError(f"--ori_model_path {args.ori_model_path} not found: train "
+                                f"the classifier first (train.py) or pass --init scratch")
+    setup = setup_model(args, loaders.dataset_classes(args.data_dir, "train"),
+                        weights=args.ori_model_path if pretrained else None, device=device,
+                        source=args.data_dir)
+    args = resolved_args(args, setup)    # args.json and the checkpoints record the counts
+    model = setup.model
+    batch_size = args.batch_size or setup.spec.batch_size
     alpha = args.alpha / batch_size if args.alpha_released else args.alpha
-    stats = load_statistics(args.grad_dir) if alpha > 0 else None
+    stats = ChannelStatistics.load(args.grad_dir) if alpha > 0 else None
     if stats is not None and not args.allow_foreign_stats:
         # with --init scratch the weights differ by design (released behaviour)
         stats.check_settings({"model_name": args.model_name, "data_name": args.data_name,
                               "grad_mode": args.grad_mode, "in_channels": args.in_channels},
-                             weights_fingerprint(model) if args.init == "pretrained" else None,
+                             weights_fingerprint(model) if pretrained else None,
                              escape="--allow_foreign_stats")
-    use_masks = args.beta > 0 or args.gamma > 0 or args.rrr_lambda > 0
-    if use_masks and not args.mask_dir:
-        raise ValueError("--beta > 0 and --gamma > 0 need --mask_dir (or set them to 0)")
+    needs = [f"--{k} > 0" for k in ("beta", "gamma", "rrr_lambda") if getattr(args, k) > 0]
+    use_masks = bool(needs)
+    if use_masks:
+        loaders.require_masks(bool(args.mask_dir), needs[0])
     train_set = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
                                       mask_dir=args.mask_dir if use_masks else None,
                                       data_mode=args.data_mode)
@@ -164,10 +162,13 @@ def main(args: argparse.Namespace) -> dict:
     # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
     # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
-    doctor = DoctorLoss(model, stats, split_layers(args.channel_layers),
-                        split_layers(args.spatial_layers), alpha, args.beta, args.grad_mode,
-                        args.second_term, args.noise_draws, args.noise_delta,
-                        args.expand_px, args.num_classes, gamma=args.gamma,
+    doctor = DoctorLoss(model=model, stats=stats,
+                        channel_layers=split_layers(args.channel_layers),
+                        spatial_layers=split_layers(args.spatial_layers), alpha=alpha,
+                        beta=args.beta, grad_mode=args.grad_mode,
+                        second_term=args.second_term, noise_draws=args.noise_draws,
+                        noise_delta=args.noise_delta, expand_px=args.expand_px,
+                        num_classes=args.num_classes, gamma=args.gamma,
                         kernel_layers=split_layers(args.kernel_layers),
                         kernel_tau=args.kernel_tau,
                         annotated=annotated_tensors(args) if args.gamma > 0 else None)
@@ -177,11 +178,10 @@ def main(args: argparse.Namespace) -> dict:
     ddp_model = wrap_model(model, args, device, info)
     optimizer, scheduler = build_optimizer(ddp_model, args)
     try:
-        return fit(args, ddp_model, train_loader, test_loader, optimizer, scheduler, device,
-                   best_name=best_name, extra_loss=doctor, evaluate_start=True,
-                   info=info)
+        with doctor:
+            return fit(args, ddp_model, train_loader, test_loader, optimizer, scheduler, device,
+                       best_name=best_name, extra_loss=doctor, evaluate_start=True, info=info)
     finally:
-        doctor.remove()
         cleanup()
 
 

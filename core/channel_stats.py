@@ -26,6 +26,7 @@ from utils.io import atomic_write
 
 GRAD_MODES = ("abs", "relu")
 NORM_EPS = 1e-5
+STATS_FILE = "channel_stats.npz"     # what core/grad_calculate.py writes in --grad_path
 
 
 def rectify(grads: torch.Tensor, grad_mode: str) -> torch.Tensor:
@@ -147,13 +148,16 @@ class ChannelStatistics:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ChannelStatistics":
-        """Read a file written by :meth:`save`.
+        """Read a file written by :meth:`save`, or the ``channel_stats.npz`` of a folder
+        (``core/grad_calculate.py``'s ``--grad_path``).
 
         Raises FileNotFoundError, or a ValueError naming the file if it is not a valid
         statistics file (not an ``.npz``, truncated, missing or ill-shaped arrays). Arrays
-        are never unpickled.
+        are never unpickled. The file read is kept in ``stats.path``.
         """
         path = Path(path)
+        if path.is_dir():
+            path = path / STATS_FILE
         if not path.is_file():
             raise FileNotFoundError(f"statistics file not found: {path}")
         try:

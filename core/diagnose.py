@@ -39,8 +39,8 @@ import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
-from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
-                       load_trained_model, run_main)
+from core.entry import add_model_data_args, load_trained_model, resolved_args  # noqa: E402
+from utils.cli import HelpFormatter, run_main  # noqa: E402
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, rectify  # noqa: E402
 from core.grad_constraint import background_weights  # noqa: E402
@@ -139,25 +139,25 @@ def diagnose(model: torch.nn.Module, loader, layer_name: str, mask: torch.Tensor
         known_classes = known_classes.to(device)
     out: dict[str, list] = {k: [] for k in ("labels", "preds", "confidence", "off", "bg", "files")}
     for batch in tqdm(loader, desc="diagnose", leave=False, disable=not progress):
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
         grad, logits = score_gradients(model, images, labels, layer_name)
         g = rectify(grad, grad_mode)                                     # [B, K, H, W]
         off = off_mask_share(g.sum(dim=(2, 3)), mask, labels)
         if known_classes is not None:
             off = torch.where(known_classes[labels], off, torch.full_like(off, float("nan")))
         bg = torch.full_like(off, float("nan"))
-        if len(batch) >= 5:
-            annotated = torch.as_tensor(batch[4], device=device).bool()
+        if isinstance(batch, loaders.Batch):
+            masks, annotated = loaders.batch_masks(batch, device, "background_share")
             if annotated.any():
-                background = (batch[3].round() == loaders.MASK_BACKGROUND).float()
-                share = background_share(g.sum(dim=1), background.to(device))
+                background = (masks.round() == loaders.MASK_BACKGROUND).float()
+                share = background_share(g.sum(dim=1), background)
                 bg = torch.where(annotated, share, bg)
         conf, preds = logits.float().softmax(dim=1).max(dim=1)
         for key, value in (("labels", labels), ("preds", preds), ("confidence", conf),
                            ("off", off), ("bg", bg)):
             out[key].append(value.cpu())
-        out["files"] += list(batch[2])
+        out["files"] += list(batch.path)
     result = {k: torch.cat(v).numpy() for k, v in out.items() if k != "files"}
     result["files"] = out["files"]
     return result
@@ -168,17 +168,17 @@ def class_background_shares(model: torch.nn.Module, loader, layer_name: str, num
                             device: torch.device, grad_mode: str = "abs") -> np.ndarray:
     """Per class, the mean ``background_share`` of its annotated images: how much of the
     class score's gradient at ``layer_name`` lies on the background. A shortcut in the
-    background shows as a large share. ``loader`` yields ``(image, label, rel, mask,
-    annotated)``; the model is put in eval mode. Returns ``[num_classes]`` (NaN: no image).
+    background shows as a large share. ``loader`` yields :class:`loaders.Batch`; the model
+    is put in eval mode. Returns ``[num_classes]`` (NaN: no image).
     """
     model.eval()
     sums, counts = np.zeros(num_classes), np.zeros(num_classes)
     for batch in loader:
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
-        annotated = torch.as_tensor(batch[4], device=device).bool()
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
+        masks, annotated = loaders.batch_masks(batch, device, "the background share")
         grad, _ = score_gradients(model, images, labels, layer_name)
-        background = background_weights(batch[3].to(device), annotated)
+        background = background_weights(masks, annotated)
         share = background_share(rectify(grad, grad_mode).sum(dim=1), background)
         keep = annotated & share.isfinite()
         np.add.at(sums, labels[keep].cpu().numpy(), share[keep].cpu().numpy())
@@ -199,7 +199,7 @@ def split_background_shares(model_name: str, model_path, data_name: str, data_di
     args = argparse.Namespace(model_name=model_name, data_name=data_name,
                               model_path=str(model_path), in_channels=None, num_classes=None,
                               stem=None)
-    model = load_trained_model(args, data.classes, device)
+    model = load_trained_model(args, data.classes, device).model
     name = models.load_modules(model, [layer])[0][0]
     return class_background_shares(model, loaders.make_loader(data, 256, False), name,
                                    len(data.classes), device)
@@ -250,34 +250,29 @@ def write_csv(result: dict, order: np.ndarray, classes: list[str], path: Path) -
     atomic_write_text(path, text.getvalue())
 
 
-def stats_file(grad_path: str | Path) -> Path:
-    grad_path = Path(grad_path)
-    return grad_path / "channel_stats.npz" if grad_path.is_dir() else grad_path
-
-
 def main(args: argparse.Namespace) -> dict:
     device = get_device(args.device, args.device_index)
-    spec = loaders.get_spec(args.data_name)
-    args.in_channels = args.in_channels or spec.in_channels
     mask_dir = loaders.resolve_split(args.mask_dir, args.data_type) if args.mask_dir else None
     dataset = loaders.build_dataset(args.data_name, args.data_path, args.data_type,
                                     args.in_channels, train_transform=False, mask_dir=mask_dir)
-    model = load_trained_model(args, dataset.classes, device).eval()
+    setup = load_trained_model(args, dataset.classes, device)
+    args = resolved_args(args, setup)    # args.json records the counts
+    model = setup.model.eval()
     for p in model.parameters():
         p.requires_grad_(False)   # only feature-map gradients are needed
     layer = models.load_modules(model, [args.layer])[0][0]
-    stats = ChannelStatistics.load(stats_file(args.grad_path))
+    stats = ChannelStatistics.load(args.grad_path)
     stats.check_model(model, [layer], args.num_classes)
     if not args.allow_foreign_stats:   # an explicit --grad_mode may differ from theirs
         stats.check_settings({"model_name": args.model_name, "data_name": args.data_name,
                               "in_channels": args.in_channels}, weights_fingerprint(model),
                              escape="--allow_foreign_stats")
     args.grad_mode = args.grad_mode or str(stats.settings.get("grad_mode", "abs"))
-    loader = loaders.make_loader(dataset, args.batch_size or spec.batch_size, False,
+    loader = loaders.make_loader(dataset, args.batch_size or setup.spec.batch_size, False,
                                  args.workers, device)
     empty = stats.empty_classes()
     if empty:
-        warnings.warn(f"{stats_file(args.grad_path)} has no images of classes "
+        warnings.warn(f"{stats.path} has no images of classes "
                       f"{[dataset.classes[c] for c in empty]}: their off_mask_share is left "
                       f"empty (NaN)", stacklevel=2)
     result = diagnose(model, loader, layer, stats.mask(layer), device, args.grad_mode,
@@ -286,7 +281,7 @@ def main(args: argparse.Namespace) -> dict:
     out = Path(args.out_dir)
     write_csv(result, order, dataset.classes, out / "diagnosis.csv")
     summary = {"layer": layer, "channels": stats.layers[layer], "grad_mode": args.grad_mode,
-               "statistics": str(stats_file(args.grad_path)), **summarise(result),
+               "statistics": str(stats.path), **summarise(result),
                "most_strayed": [result["files"][i] for i in order[:args.num_overlays]]}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"diagnosed {summary['num_images']} images of {dataset.root} at {layer} "

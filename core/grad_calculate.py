@@ -21,9 +21,9 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
-from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
-                       load_trained_model, run_main)
+from utils.cli import HelpFormatter, run_main  # noqa: E402
 import models  # noqa: E402
+from core.entry import add_model_data_args, load_trained_model, resolved_args  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, channel_gradients  # noqa: E402
 from utils import (RunRecorder, add_device_args, atomic_save, get_device, set_seed,  # noqa: E402
                    weights_fingerprint)
@@ -75,8 +75,8 @@ def compute_statistics(model, loader, layers, num_classes, device, noise_draws=1
     model.eval()
     stats = ChannelStatistics.for_model(model, layers, num_classes, theta, settings)
     for batch in tqdm(loader, desc="channel statistics", disable=not progress):
-        images = batch[0].to(device, non_blocking=True)
-        labels = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        labels = batch.label.to(device, non_blocking=True)
         grads = channel_gradients(model, images, labels, layers, noise_draws, noise_delta,
                                   grad_mode)
         stats.update(grads, labels)
@@ -90,11 +90,11 @@ def compute_statistics(model, loader, layers, num_classes, device, noise_draws=1
 def main(args: argparse.Namespace) -> ChannelStatistics:
     info, device = init_distributed(get_device(args.device, args.device_index))
     set_seed(args.seed + info.rank)     # each rank draws its own noise
-    spec = loaders.get_spec(args.data_name)
-    args.in_channels = args.in_channels or spec.in_channels
     dataset = loaders.build_dataset(args.data_name, args.data_path, "train", args.in_channels,
                                     train_transform=False, allow_empty=True)
-    model = load_trained_model(args, dataset.classes, device)
+    setup = load_trained_model(args, dataset.classes, device)
+    args = resolved_args(args, setup)    # the settings and args.json record the counts
+    model = setup.model
     for p in model.parameters():
         p.requires_grad_(False)   # only feature-map gradients are needed
     layers = parse_layers(args.layers, model)

@@ -2,7 +2,8 @@
 
 The losses are pure functions of per-sample gradients. :class:`DoctorLoss` owns the hooks
 on the constrained layers, takes those gradients with ``create_graph=True`` (so the
-penalties train the weights) and plugs into ``train.train_one_epoch`` as ``extra_loss``.
+penalties train the weights) and plugs into ``train.train_one_epoch`` as ``extra_loss``
+(:class:`core.extra_loss.ExtraLoss`).
 
 Scale (METHOD §4): per-sample penalties are averaged over the batch, so the loss does not
 depend on the batch size. The released channel loss equals ours divided by the batch size
@@ -19,9 +20,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.channel_stats import ChannelStatistics, rectify
+from core.extra_loss import ExtraLoss
 from core.hooks import FeatureHooks
 from core.tail import SplitError, noisy_forward, split_or_none
-from loaders import MASK_IGNORE, MASK_OBJECT
+from loaders import MASK_IGNORE, MASK_OBJECT, Batch, PlainBatch, batch_masks
 from models import load_modules
 
 SECOND_TERMS = ("all", "mask")
@@ -171,9 +173,12 @@ def kernel_loss(grads_true: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor
     return per_sample.reshape(-1, per_sample.shape[-1]).mean()
 
 
-class DoctorLoss:
+class DoctorLoss(ExtraLoss):
     """``alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r (+ gamma · Σ_r L_kernel^r)`` as an
     ``extra_loss`` for ``train.fit``.
+
+    Built with keyword arguments only; the hooks it registers are removed by :meth:`remove`
+    or on leaving ``with DoctorLoss(model=..., ...) as loss:``.
 
     Args:
         model: the classifier being treated.
@@ -192,12 +197,12 @@ class DoctorLoss:
             every training image, annotated or not.
     """
 
-    def __init__(self, model: nn.Module, stats: ChannelStatistics | None,
+    def __init__(self, *, model: nn.Module, stats: ChannelStatistics | None = None,
                  channel_layers: Sequence[int | str] = (0,),
                  spatial_layers: Sequence[int | str] = (0,), alpha: float = 0.0,
                  beta: float = 0.0, grad_mode: str = "abs", second_term: str = "all",
                  noise_draws: int = 1, noise_delta: float = 0.0, expand_px: int = 0,
-                 num_classes: int | None = None, *, gamma: float = 0.0,
+                 num_classes: int | None = None, gamma: float = 0.0,
                  kernel_layers: Sequence[int | str] = (-1,), kernel_tau: float = 0.5,
                  annotated: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         self.model = model
@@ -354,7 +359,8 @@ class DoctorLoss:
         shape = lambda g: None if g is None else g.view(draws, -1, *g.shape[1:])  # noqa: E731
         return {n: (shape(a), shape(b)) for n, a, b in zip(layers, g_true, g_second)}
 
-    def __call__(self, batch, images, labels, logits) -> tuple[torch.Tensor, dict]:
+    def __call__(self, batch: PlainBatch | Batch, images: torch.Tensor, labels: torch.Tensor,
+                 logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
         if self.hooks is None:
             return logits.new_zeros(()), {}
         second = second_class(logits, labels)
@@ -375,10 +381,7 @@ class DoctorLoss:
             total = total + self.gamma * l_k
             terms["kernel"] = l_k.item()
         if self.spatial_layers:
-            if len(batch) < 5:
-                raise ValueError("beta > 0 needs masks: give --mask_dir")
-            masks = batch[3].to(images.device, non_blocking=True)
-            annotated = torch.as_tensor(batch[4], device=images.device)
+            masks, annotated = batch_masks(batch, images.device, "beta > 0")
             bg = background_weights(masks, annotated, self.expand_px)
             l_sp = sum(spatial_loss(grads[n][0], bg) for n in self.spatial_layers)
             total = total + self.beta * l_sp

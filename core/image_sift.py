@@ -34,8 +34,8 @@ from tqdm import tqdm  # noqa: E402
 import loaders  # noqa: E402
 from utils import (add_device_args, atomic_write, atomic_write_text, get_device,  # noqa: E402
                    safe_child)
-from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
-                       load_trained_model, run_main)
+from core.entry import add_model_data_args, load_trained_model  # noqa: E402
+from utils.cli import HelpFormatter, run_main  # noqa: E402
 from utils.distributed import (DistInfo, ShardSampler, all_gather_objects, cleanup,  # noqa: E402
                                init_distributed)
 
@@ -151,8 +151,8 @@ def predict(model: torch.nn.Module, loader, device: torch.device,
     model.eval()
     labels, preds, conf, p_true = [], [], [], []
     for batch in tqdm(loader, desc="sift", leave=False, disable=not progress):
-        images = batch[0].to(device, non_blocking=True)
-        y = batch[1].to(device, non_blocking=True)
+        images = batch.image.to(device, non_blocking=True)
+        y = batch.label.to(device, non_blocking=True)
         probs = model(images).float().softmax(dim=1)
         c, p = probs.max(dim=1)
         labels.append(y.cpu())
@@ -237,16 +237,14 @@ def write_selection(selection: Selection, source_root: str | Path,
 
 def main(args: argparse.Namespace) -> Selection:
     info, device = init_distributed(get_device(args.device, args.device_index))
-    spec = loaders.get_spec(args.data_name)
-    args.in_channels = args.in_channels or spec.in_channels
     args.num_images = args.num_images or DEFAULT_NUM_IMAGES[args.mode]
     dataset = loaders.build_dataset(args.data_name, args.data_path, args.data_type,
                                     args.in_channels, train_transform=False)
-    model = load_trained_model(args, dataset.classes, device)
+    setup = load_trained_model(args, dataset.classes, device)
     try:
-        selection = sift(model, dataset, device, args.mode, args.num_images, args.num_classes,
-                         args.batch_size or spec.batch_size, args.workers,
-                         info.is_main and not args.no_progress, info)
+        selection = sift(setup.model, dataset, device, args.mode, args.num_images,
+                         setup.num_classes, args.batch_size or setup.spec.batch_size,
+                         args.workers, info.is_main and not args.no_progress, info)
     finally:
         cleanup()
     if not info.is_main:

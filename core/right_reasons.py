@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.extra_loss import ExtraLoss
 from core.grad_constraint import background_weights
+from loaders import Batch, PlainBatch, batch_masks
 
 
 def right_reasons_loss(logits: torch.Tensor, images: torch.Tensor,
@@ -33,10 +35,11 @@ def right_reasons_loss(logits: torch.Tensor, images: torch.Tensor,
     return ((background.to(grads.dtype) * grads) ** 2).sum(dim=(1, 2, 3)).mean()
 
 
-class RightReasonsLoss:
+class RightReasonsLoss(ExtraLoss):
     """``lam · L_rrr`` as an ``extra_loss`` for ``train.fit``; the batch must carry masks
-    (``image, label, path, mask, annotated``). ``expand_px`` grows the object before the
-    background is taken, as ``--expand_px`` does for Model Doctor's spatial constraint."""
+    (a :class:`loaders.Batch`). :meth:`forward` makes the images require grad and keeps
+    them for the input gradient. ``expand_px`` grows the object before the background is
+    taken, as ``--expand_px`` does for Model Doctor's spatial constraint."""
 
     def __init__(self, lam: float, expand_px: int = 0):
         if lam <= 0:
@@ -47,13 +50,11 @@ class RightReasonsLoss:
         self._images = images.requires_grad_(True)
         return model(self._images)
 
-    def __call__(self, batch, images, labels, logits) -> tuple[torch.Tensor, dict]:
-        if len(batch) < 5:
-            raise ValueError("the right-reasons baseline needs masks: give --mask_dir")
-        masks = batch[3].to(images.device, non_blocking=True)
-        annotated = torch.as_tensor(batch[4], device=images.device)
-        loss = right_reasons_loss(logits, self._images, background_weights(masks, annotated,
-                                                                       self.expand_px))
+    def __call__(self, batch: PlainBatch | Batch, images: torch.Tensor, labels: torch.Tensor,
+                 logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        masks, annotated = batch_masks(batch, images.device, "the right-reasons baseline")
+        loss = right_reasons_loss(logits, self._images,
+                                  background_weights(masks, annotated, self.expand_px))
         return self.lam * loss, {"right_reasons": loss.item(),
                                  "annotated": float(annotated.float().mean())}
 
@@ -61,7 +62,7 @@ class RightReasonsLoss:
         self._images = None
 
 
-class WithRightReasons:
+class WithRightReasons(ExtraLoss):
     """``DoctorLoss`` + ``RightReasonsLoss`` on the same batch: the input-gradient penalty of
     the annotated images beside Model Doctor's (or the background-kernel) constraints.
 

@@ -37,8 +37,8 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import loaders  # noqa: E402
-from utils.cli import (HelpFormatter, add_model_data_args,  # noqa: E402
-                       load_trained_model, run_main)
+from core.entry import add_model_data_args, load_trained_model  # noqa: E402
+from utils.cli import HelpFormatter, run_main  # noqa: E402
 import models  # noqa: E402
 from core.hooks import FeatureHooks  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
@@ -100,8 +100,8 @@ def correct_images(model: nn.Module, dataset, num_images: int, device: torch.dev
     found = 0
     for start in range(0, len(order), batch_size):
         items = [dataset[i] for i in order[start:start + batch_size]]
-        x = torch.stack([it[0] for it in items]).to(device)
-        y = torch.tensor([int(it[1]) for it in items], device=device)
+        x = torch.stack([it.image for it in items]).to(device)
+        y = torch.tensor([int(it.label) for it in items], device=device)
         keep = predict(model, x, batch_size) == y
         images.append(x[keep])
         labels.append(y[keep])
@@ -222,12 +222,11 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> list[dict]:
     set_seed(args.seed)
     device = get_device(args.device, args.device_index)
-    spec = loaders.get_spec(args.data_name)
-    args.in_channels = args.in_channels or spec.in_channels
     dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
                                     args.in_channels, train_transform=False)
-    mean, std = loaders.channel_stats(spec, args.in_channels)
-    model = load_trained_model(args, dataset.classes, device).eval()
+    setup = load_trained_model(args, dataset.classes, device)
+    mean, std = loaders.channel_stats(setup.spec, setup.in_channels)
+    model = setup.model.eval()
     convs = models.load_modules(model)
     layer = args.layer if args.layer is not None else random.Random(args.seed).randrange(len(convs))
     layer_name = models.load_modules(model, [layer])[0][0]

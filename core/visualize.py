@@ -222,8 +222,8 @@ def overlay_panel(model: nn.Module, dataset, indices: Sequence[int], layer_name:
     """Images ``indices`` of ``dataset`` (items ``(image, label, ...)``) → display images,
     their summed derivative maps (true class) and titles ``"class → prediction (conf)"``."""
     items = [dataset[i] for i in indices]
-    images = torch.stack([it[0] for it in items]).to(device)
-    labels = torch.tensor([int(it[1]) for it in items], device=device)
+    images = torch.stack([it.image for it in items]).to(device)
+    labels = torch.tensor([int(it.label) for it in items], device=device)
     was_training = model.training
     model.eval()
     try:

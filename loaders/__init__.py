@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from loaders.batch import Batch, PlainBatch, batch_masks, require_masks
 from loaders.folder import (MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT, ImageFolderDataset,
                             MaskedImageFolder, decode_mask, read_classes)
 from loaders.memory import DATA_MODES, MemoryDataset, MemoryLoader, use_memory
@@ -16,7 +17,8 @@ from loaders.transforms import build_transform, channel_stats
 from utils.runtime import seed_worker
 
 __all__ = [
-    "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask",
+    "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask", "Batch", "PlainBatch",
+    "batch_masks", "require_masks",
     "DATA_MODES", "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder",
     "MemoryDataset", "MemoryLoader", "build_dataset", "build_transform", "channel_stats",
     "dataset_classes", "get_spec", "load_data", "load_data_mask", "make_loader",
@@ -107,7 +109,8 @@ def load_data(data_name: str, data_path, data_type: str = "train", batch_size: i
               workers: int = 0, device=None, seed: int = 0, in_channels=None,
               shuffle: bool | None = None, train_transform: bool | None = None,
               allow_empty: bool = False) -> DataLoader:
-    """Released API: a loader of ``(image, label, relative_path)`` for ``data_type``."""
+    """Released API: a loader of ``(image, label, relative_path)`` batches
+    (:class:`~loaders.batch.PlainBatch`) for ``data_type``."""
     dataset = build_dataset(data_name, data_path, data_type, in_channels, train_transform,
                             allow_empty=allow_empty)
     shuffle = data_type == "train" if shuffle is None else shuffle
@@ -118,7 +121,8 @@ def load_data(data_name: str, data_path, data_type: str = "train", batch_size: i
 def load_data_mask(data_name: str, data_path, mask_path, data_type: str = "train",
                    batch_size: int | None = None, workers: int = 0, device=None, seed: int = 0,
                    in_channels=None, shuffle: bool | None = None) -> DataLoader:
-    """A loader of ``(image, label, relative_path, mask, annotated)``; see MaskedImageFolder."""
+    """A loader of ``(image, label, relative_path, mask, annotated)`` batches
+    (:class:`~loaders.batch.Batch`); see MaskedImageFolder."""
     dataset = build_dataset(data_name, data_path, data_type, in_channels, mask_dir=mask_path)
     shuffle = data_type == "train" if shuffle is None else shuffle
     return make_loader(dataset, batch_size or get_spec(data_name).batch_size, shuffle,

@@ -21,6 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from loaders.batch import Batch, PlainBatch
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 # Mask files (written by preprocessing/labelme_to_mask.py): 255 = object, 128 = ignore
@@ -93,7 +95,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 class ImageFolderDataset(Dataset):
-    """Yields ``(image, label, relative_path)`` with ``relative_path = "<class>/<file>"``.
+    """Yields :class:`~loaders.batch.PlainBatch` ``(image, label, path)`` with ``path =
+    "<class>/<file>"``.
 
     Args:
         root: folder holding one sub-folder per class.
@@ -147,15 +150,15 @@ class ImageFolderDataset(Dataset):
         rel, label = self.samples[index]
         return open_image(self.root / rel, self.in_channels), label, rel
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> PlainBatch:
         image, label, rel = self.load(index)
         if self.transform is not None:
             image = self.transform(image)
-        return image, label, rel
+        return PlainBatch(image, label, rel)
 
 
 class MaskedImageFolder(ImageFolderDataset):
-    """Yields ``(image, label, relative_path, mask, annotated)``.
+    """Yields :class:`~loaders.batch.Batch` ``(image, label, path, mask, annotated)``.
 
     Masks are matched by relative path: ``mask_root/<class>/<stem>.png`` for
     ``root/<class>/<stem>.<ext>``. ``mask`` is a ``[1, H, W]`` float tensor of codes
@@ -213,7 +216,7 @@ class MaskedImageFolder(ImageFolderDataset):
     def mask_path(self, rel: str) -> Path:
         return self.mask_root / Path(rel).with_suffix(".png")
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Batch:
         image, label, rel = self.load(index)
         path = self.mask_paths[index]
         if path is None:
@@ -227,4 +230,4 @@ class MaskedImageFolder(ImageFolderDataset):
         mask = tv_tensors.Mask(mask)
         if self.transform is not None:
             image, mask = self.transform(image, mask)
-        return image, label, rel, mask.as_subclass(torch.Tensor).float(), path is not None
+        return Batch(image, label, rel, mask.as_subclass(torch.Tensor).float(), path is not None)

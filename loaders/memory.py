@@ -7,14 +7,14 @@ and annotated flags when masks are used. The arrays are cached beside the data
 every file's path, size and modification time and of ``loaders/folder.py``'s source, so a
 changed folder or a changed decoder rebuilds them.
 
-:class:`MemoryLoader` yields what a DataLoader over the folder dataset yields —
-``(image, label, path)`` or ``(image, label, path, mask, annotated)`` — but draws the released
-augmentation for a whole batch at once and applies it on the batch's device: a crop of the
-4-px zero-padded image at offsets uniform in ``0..8`` on each axis (``v2.RandomCrop(S,
-padding=4)``), then, where the dataset allows it, a horizontal flip with probability 1/2
-(``v2.RandomHorizontalFlip``); masks take the same crop and flip. Images are then scaled and
-normalised with the operations of :func:`loaders.transforms.build_transform`, so evaluation
-batches equal the per-image pipeline's bit for bit.
+:class:`MemoryLoader` yields what a DataLoader over the folder dataset yields — a
+:class:`~loaders.batch.PlainBatch`, or a :class:`~loaders.batch.Batch` with masks — but
+draws the released augmentation for a whole batch at once and applies it on the batch's
+device: a crop of the 4-px zero-padded image at offsets uniform in ``0..8`` on each axis
+(``v2.RandomCrop(S, padding=4)``), then, where the dataset allows it, a horizontal flip with
+probability 1/2 (``v2.RandomHorizontalFlip``); masks take the same crop and flip. Images are
+then scaled and normalised with the operations of :func:`loaders.transforms.build_transform`,
+so evaluation batches equal the per-image pipeline's bit for bit.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from loaders import folder as folder_module
+from loaders.batch import Batch, PlainBatch
 from loaders.folder import ImageFolderDataset, MaskedImageFolder
 from loaders.registry import DatasetSpec
 from loaders.transforms import channel_stats
@@ -87,7 +88,7 @@ def decode_masks(folder: MaskedImageFolder, size: int) -> np.ndarray:
     for i, path in enumerate(folder.mask_paths):
         if path is None:
             continue
-        mask = folder[i][3]          # decoded and checked by the folder dataset
+        mask = folder[i].mask        # decoded and checked by the folder dataset
         if mask.shape != (1, size, size) or not torch.equal(mask, mask.round()) \
                 or mask.min() < 0 or mask.max() > 255:
             raise ValueError(f"mask {path}: expected a [1, {size}, {size}] mask of integer "
@@ -254,7 +255,7 @@ class MemoryDataset(Dataset):
         return self._on_device[device]
 
     def batch(self, index: torch.Tensor, device: torch.device | str = "cpu",
-              generator: torch.Generator | None = None) -> tuple:
+              generator: torch.Generator | None = None) -> PlainBatch | Batch:
         """The samples ``index`` as one batch on ``device``, augmented if ``train`` with
         draws from ``generator`` (the global RNG if None)."""
         images, masks, mean, std = self.stored(device)
@@ -267,18 +268,19 @@ class MemoryDataset(Dataset):
                                    draw_augmentation(len(index), self.hflip, generator))
                 x = crop_flip(x, top, left, flip)
                 m = crop_flip(m, top, left, flip) if m is not None else None
-            out = (normalize(x, mean, std), self.labels[index].to(images.device),
-                   [self.paths[i] for i in index.tolist()])
-            if m is not None:
-                out += (m.float(), self.annotated[index])
-        return out
+            image = normalize(x, mean, std)
+            label = self.labels[index].to(images.device)
+            path = [self.paths[i] for i in index.tolist()]
+            if m is None:
+                return PlainBatch(image, label, path)
+            return Batch(image, label, path, m.float(), self.annotated[index])
 
-    def __getitem__(self, index: int):
-        sample = self.batch(torch.tensor([index]))
-        image, label, path = sample[0][0], int(sample[1][0]), sample[2][0]
+    def __getitem__(self, index: int) -> PlainBatch | Batch:
+        one = self.batch(torch.tensor([index]))
         if self.masks is None:
-            return image, label, path
-        return image, label, path, sample[3][0], bool(sample[4][0])
+            return PlainBatch(one.image[0], int(one.label[0]), one.path[0])
+        return Batch(one.image[0], int(one.label[0]), one.path[0], one.mask[0],
+                     bool(one.annotated[0]))
 
 
 class MemoryLoader:

@@ -208,8 +208,8 @@ def host_peak_memory(fn: Callable[[], object]) -> int:
 
 # -- synthetic inputs -----------------------------------------------------------------------
 def synthetic_batch(batch_size: int, in_channels: int, size: int, num_classes: int,
-                    device: torch.device, seed: int = 0) -> tuple:
-    """``(images, labels, paths, masks, annotated)`` as a masked loader yields it; every
+                    device: torch.device, seed: int = 0) -> loaders.Batch:
+    """A :class:`loaders.Batch` as a masked loader yields it; every
     image annotated, its object a random rectangle."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, in_channels, size, size, generator=g)
@@ -219,8 +219,9 @@ def synthetic_batch(batch_size: int, in_channels: int, size: int, num_classes: i
         y0, x0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
         h, w = torch.randint(size // 4, size // 2, (2,), generator=g).tolist()
         masks[b, :, y0:y0 + h, x0:x0 + w] = 1
-    return (images.to(device), labels.to(device), [f"img{b}.png" for b in range(batch_size)],
-            masks.to(device), torch.ones(batch_size, dtype=torch.bool))
+    return loaders.Batch(images.to(device), labels.to(device),
+                         [f"img{b}.png" for b in range(batch_size)], masks.to(device),
+                         torch.ones(batch_size, dtype=torch.bool))
 
 
 class SyntheticImages:
@@ -240,7 +241,8 @@ class SyntheticImages:
             n = min(self.batch_size, self.num_images - start)
             images = torch.randn(n, *self.shape, generator=g)
             labels = (torch.arange(start, start + n) % self.num_classes)
-            yield images.to(self.device), labels.to(self.device)
+            yield loaders.PlainBatch(images.to(self.device), labels.to(self.device),
+                                     [f"img{i}.png" for i in range(start, start + n)])
 
 
 def random_statistics(model, layers, num_classes, seed=0) -> ChannelStatistics:
@@ -283,9 +285,10 @@ def feature_shape(model, layer, args, device) -> list[int]:
 # -- sections -------------------------------------------------------------------------------
 def doctor_loss(model, args, layer, noise_draws=1, noise_delta=0.0) -> DoctorLoss:
     stats = random_statistics(model, [layer], args.num_classes, args.seed)
-    return DoctorLoss(model, stats, [layer], [layer], alpha=args.alpha, beta=args.beta,
-                      noise_draws=noise_draws, noise_delta=noise_delta,
-                      expand_px=args.expand_px, num_classes=args.num_classes)
+    return DoctorLoss(model=model, stats=stats, channel_layers=[layer], spatial_layers=[layer],
+                      alpha=args.alpha, beta=args.beta, noise_draws=noise_draws,
+                      noise_delta=noise_delta, expand_px=args.expand_px,
+                      num_classes=args.num_classes)
 
 
 def bench_treatment(args, device, names: list[str]) -> dict:
@@ -430,8 +433,8 @@ def bench_loader(args, device, fastest: str | None) -> dict:
     def load():
         seen = 0
         for batch in loader:
-            batch[0].to(device, non_blocking=True)
-            seen += len(batch[1])
+            batch.image.to(device, non_blocking=True)
+            seen += len(batch.label)
             if seen >= limit:
                 break
         return seen
@@ -503,8 +506,8 @@ def bench_data_paths(args, device) -> dict:
             def one_pass(loader):
                 seen = 0
                 for batch in loader:
-                    batch[0].to(device, non_blocking=True)
-                    seen += len(batch[1])
+                    batch.image.to(device, non_blocking=True)
+                    seen += len(batch.label)
                 return seen
 
             torch.manual_seed(args.seed)
@@ -559,12 +562,13 @@ def check_losses(model, args, device, batch, stats, layer) -> dict:
     """Ours (relu, second term masked, J=1, δ=0) = released × B for the channel loss; the
     spatial losses equal when the mask is resized alike (area)."""
     name = models.load_modules(model, [layer])[0][0]
-    ours = DoctorLoss(model, stats, [layer], [layer], alpha=1.0, beta=1.0, grad_mode="relu",
-                      second_term="mask", expand_px=0, num_classes=args.num_classes)
+    ours = DoctorLoss(model=model, stats=stats, channel_layers=[layer], spatial_layers=[layer],
+                      alpha=1.0, beta=1.0, grad_mode="relu", second_term="mask", expand_px=0,
+                      num_classes=args.num_classes)
     rel = ReleasedGradConstraint(model, layer, stats.mask(name), 1.0, 1.0, resize="area")
     try:
         model.eval()
-        images, labels = batch[0], batch[1]
+        images, labels = batch.image, batch.label
         logits = model(images)
         _, t_ours = ours(batch, images, labels, logits)
         _, t_rel = rel(batch, images, labels, logits)
@@ -617,9 +621,9 @@ def bench_released(args, device) -> dict:
     loss_check = check_losses(model, args, device, batch, stats, 0)
     ours_m, rel_m = copy.deepcopy(model), copy.deepcopy(model)
     layer0 = models.load_modules(model, [0])[0][0]
-    ours_loss = DoctorLoss(ours_m, stats, [0], [0], alpha=args.released_alpha / args.batch_size,
-                           beta=args.beta, grad_mode="relu", second_term="mask",
-                           num_classes=args.num_classes)
+    ours_loss = DoctorLoss(model=ours_m, stats=stats, channel_layers=[0], spatial_layers=[0],
+                           alpha=args.released_alpha / args.batch_size, beta=args.beta,
+                           grad_mode="relu", second_term="mask", num_classes=args.num_classes)
     rel_loss = ReleasedGradConstraint(rel_m, 0, stats.mask(layer0), args.released_alpha,
                                       args.beta)
     try:

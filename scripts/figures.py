@@ -36,12 +36,12 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 import loaders  # noqa: E402
-import models  # noqa: E402
 from core.hooks import FeatureHooks  # noqa: E402
 from core.visualize import (display_images, gradient_map, save_figure,  # noqa: E402
                             spread_over_classes, upsample_normalise)
 from loaders.folder import IMAGE_EXTENSIONS, open_image  # noqa: E402
-from utils import add_device_args, get_device, load_checkpoint, load_weights  # noqa: E402
+from core.entry import add_model_data_args, input_channels, load_trained_model  # noqa: E402
+from utils import add_device_args, get_device, load_checkpoint  # noqa: E402
 
 
 # -- Grad-CAM --------------------------------------------------------------------------------
@@ -167,15 +167,8 @@ def visual_grid(images_display: np.ndarray, columns: Sequence[tuple[str, np.ndar
     return fig
 
 
-def load_classifier(args: argparse.Namespace, path: str, spec, device) -> nn.Module:
-    model = models.load_model(args.model_name, args.in_channels, args.num_classes,
-                              image_size=spec.size, stem=args.stem)
-    load_weights(model, path, args.model_name)
-    return model.to(device).eval()
-
-
-def load_images(args: argparse.Namespace, spec) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                          list[str], list[str]]:
+def load_images(args: argparse.Namespace, spec, in_channels: int
+                ) -> tuple[torch.Tensor, torch.Tensor | None, list[str], list[str]]:
     """``(images [N, C, H, W] normalised, labels [N] or None, names, classes)`` from a flat
     ``--image_dir`` (labels unknown) or a dataset split (``--num_images`` spread over classes)."""
     if args.image_dir:
@@ -183,32 +176,33 @@ def load_images(args: argparse.Namespace, spec) -> tuple[torch.Tensor, torch.Ten
                        if p.suffix.lower() in IMAGE_EXTENSIONS)[:args.num_images]
         if not files and any(p.is_dir() for p in Path(args.image_dir).iterdir()):
             args.data_dir, args.image_dir = args.image_dir, None   # class folders after all
-            return load_images(args, spec)
+            return load_images(args, spec, in_channels)
         if not files:
             raise FileNotFoundError(f"no images in {args.image_dir}")
-        transform = loaders.build_transform(spec, False, args.in_channels)
-        images = torch.stack([transform(open_image(f, args.in_channels)) for f in files])
+        transform = loaders.build_transform(spec, False, in_channels)
+        images = torch.stack([transform(open_image(f, in_channels)) for f in files])
         return images, None, [f.name for f in files], []
     dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
-                                    args.in_channels, train_transform=False)
+                                    in_channels, train_transform=False)
     indices = spread_over_classes([label for _, label in dataset.samples], args.num_images)
     items = [dataset[i] for i in indices]
-    return (torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items]),
-            [str(it[2]) for it in items], list(dataset.classes))
+    return (torch.stack([it.image for it in items]), torch.tensor([int(it.label) for it in items]),
+            [str(it.path) for it in items], list(dataset.classes))
 
 
 def main_visual(args: argparse.Namespace) -> plt.Figure:
     device = get_device(args.device, args.device_index)
     spec = loaders.get_spec(args.data_name)
-    args.in_channels = args.in_channels or spec.in_channels
-    images, labels, names, classes = load_images(args, spec)
-    if args.num_classes is None:
-        meta = load_checkpoint(args.original_model_path)
-        args.num_classes = len(classes) or int(meta.get("num_classes", 0)) or None
-        if args.num_classes is None:
-            raise ValueError("--num_classes is needed: the checkpoint does not record it")
+    in_channels = input_channels(args)
+    images, labels, names, classes = load_images(args, spec, in_channels)
+    recorded = None    # flat --image_dir: the class count the checkpoint records
+    if args.num_classes is None and not classes:
+        recorded = int(load_checkpoint(args.original_model_path).get("num_classes", 0)) or None
+
+    def load_classifier(path: str) -> nn.Module:
+        return load_trained_model(args, classes, device, path, recorded).model.eval()
     images = images.to(device)
-    original = load_classifier(args, args.original_model_path, spec, device)
+    original = load_classifier(args.original_model_path)
     with torch.no_grad():
         probs = original(images).softmax(dim=1)
     if labels is None:   # unlabelled images: explain the original model's prediction
@@ -230,7 +224,7 @@ def main_visual(args: argparse.Namespace) -> plt.Figure:
         if not path:
             continue
         model = original if path == args.original_model_path else \
-            load_classifier(args, path, spec, device)
+            load_classifier(path)
         with torch.no_grad():
             cells.append(predictions(model(images).softmax(dim=1)))
         maps = gradient_map(model, images, labels, args.layer, args.grad_mode)
@@ -239,7 +233,7 @@ def main_visual(args: argparse.Namespace) -> plt.Figure:
     columns.append(("Grad-CAM (original)",
                     grad_cam(original, images, labels, cam_layer).cpu().numpy()))
     cells.append(cells[0])
-    mean, std = loaders.channel_stats(spec, args.in_channels)
+    mean, std = loaders.channel_stats(spec, in_channels)
     rows = [f"{name(int(l))}\n{Path(n).name}" for l, n in zip(labels, names)]
     fig = visual_grid(display_images(images, mean, std), columns, args.out, cells, rows,
                       suptitle=f"{args.model_name}: Σ_k |∂y_n/∂m_k| at layer {args.layer}, "
@@ -280,12 +274,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     f5 = sub.add_parser("visual", formatter_class=fmt,
                         help="Fig. 5: gradient maps of original/+Space/+Channel and Grad-CAM")
-    f5.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS))
-    f5.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS))
-    f5.add_argument("--in_channels", type=int, default=None)
-    f5.add_argument("--num_classes", type=int, default=None,
-                    help="default: the dataset's classes, else the checkpoint's")
-    f5.add_argument("--stem", default=None, choices=models.STEMS)
+    add_model_data_args(f5)      # --num_classes: without classes, the checkpoint's
     f5.add_argument("--original_model_path", required=True)
     f5.add_argument("--space_model_path", default=None)
     f5.add_argument("--channel_model_path", default=None)

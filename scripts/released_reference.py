@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.extra_loss import ExtraLoss
+from loaders import Batch
 from models import load_modules
 
 NORM_EPS = 1e-5
@@ -106,12 +108,12 @@ class ReleasedGradCalculate:
 
 def released_statistics(model: nn.Module, loader, num_classes: int, device: torch.device,
                         layers: Sequence[int | str] | None = None, theta: float = 0.2):
-    """Run the released diagnosis over ``loader`` (batches of ``(images, labels, ...)``)."""
+    """Run the released diagnosis over ``loader`` (batches with ``image`` and ``label``)."""
     model.eval()
     calculate = ReleasedGradCalculate(model, num_classes, layers)
     try:
         for batch in loader:
-            images, labels = batch[0].to(device), batch[1].to(device)
+            images, labels = batch.image.to(device), batch.label.to(device)
             calculate(model(images), labels)
         return calculate.sift(theta)
     finally:
@@ -128,9 +130,9 @@ def _loss_channel(channels: torch.Tensor, grads: torch.Tensor, labels: torch.Ten
     return loss / len(labels)
 
 
-class ReleasedGradConstraint:
+class ReleasedGradConstraint(ExtraLoss):
     """Released treatment loss on one conv layer, as an ``extra_loss`` for
-    ``train.train_one_epoch`` (masks read from ``batch[3]``).
+    ``train.train_one_epoch`` (masks read from ``batch.mask``).
 
     Args:
         model: the classifier. layer: the constrained conv (index from the last or name).
@@ -175,8 +177,8 @@ class ReleasedGradConstraint:
         loss_c = self.loss_channel(logits, labels)
         terms = {"channel": loss_c.item()}
         loss = loss_c
-        if len(batch) > 3:        # released: computed whenever masks are loaded, even at beta 0
-            loss_s = self.loss_spatial(logits, labels, batch[3].to(logits.device))
+        if isinstance(batch, Batch):   # released: whenever masks are loaded, even at beta 0
+            loss_s = self.loss_spatial(logits, labels, batch.mask.to(logits.device))
             terms["spatial"] = loss_s.item()
             loss = loss + loss_s
         return loss, terms

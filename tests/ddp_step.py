@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
 from core.channel_stats import ChannelStatistics  # noqa: E402
 from core.grad_constraint import DoctorLoss  # noqa: E402
+from loaders import Batch  # noqa: E402
 from utils.distributed import cleanup, init_distributed  # noqa: E402
 
 
@@ -28,7 +29,8 @@ def main(out: str) -> None:
     stats = ChannelStatistics.for_model(model, [0], 4)
     stats.sums[next(iter(stats.sums))] = torch.rand(4, 128, dtype=torch.float64)
     stats.counts[:] = 1
-    doctor = DoctorLoss(model, stats, [0], [0], alpha=0.5, beta=0.5, expand_px=1)
+    doctor = DoctorLoss(model=model, stats=stats, channel_layers=[0], spatial_layers=[0],
+                        alpha=0.5, beta=0.5, expand_px=1)
     # BatchNorm in eval mode: batch statistics would differ between 8 samples and 2 x 4.
     model.eval()
     net = DistributedDataParallel(model) if info.enabled else model
@@ -36,7 +38,7 @@ def main(out: str) -> None:
     x, y, masks, annotated = x[part], y[part], masks[part], annotated[part]
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     logits = net(x)
-    extra, _ = doctor((x, y, [], masks, annotated), x, y, logits)
+    extra, _ = doctor(Batch(x, y, [], masks, annotated), x, y, logits)
     (F.cross_entropy(logits, y) + extra).backward()
     optimizer.step()
     if info.is_main:

@@ -8,6 +8,7 @@ import models
 from core.grad_calculate import compute_statistics
 from core.grad_constraint import DoctorLoss
 from fakedata import make_image_folder
+from loaders import PlainBatch
 from scripts import benchmark
 from scripts.released_reference import ReleasedGradConstraint, released_statistics
 
@@ -21,8 +22,8 @@ def tiny_model(num_classes=3):
 
 def batches(num_batches=2, batch_size=6, num_classes=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch_size, 3, 32, 32, generator=g),
-             torch.arange(batch_size) % num_classes) for _ in range(num_batches)]
+    return [PlainBatch(torch.randn(batch_size, 3, 32, 32, generator=g),
+                       torch.arange(batch_size) % num_classes, []) for _ in range(num_batches)]
 
 
 def test_released_statistics_equal_ours():
@@ -51,8 +52,8 @@ def test_released_losses_equal_ours_times_batch():
     images, labels = batch[0], batch[1]
     stats = benchmark.random_statistics(model, [0], 3, seed=2)
     name = models.load_modules(model, [0])[0][0]
-    ours = DoctorLoss(model, stats, [0], [0], alpha=1.0, beta=1.0, grad_mode="relu",
-                      second_term="mask", expand_px=0, num_classes=3)
+    ours = DoctorLoss(model=model, stats=stats, channel_layers=[0], spatial_layers=[0], alpha=1.0,
+                      beta=1.0, grad_mode="relu", second_term="mask", expand_px=0, num_classes=3)
     released = ReleasedGradConstraint(model, 0, stats.mask(name), alpha=1.0, beta=1.0,
                                       resize="area")
     try:

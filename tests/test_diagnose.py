@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import loaders
+from loaders import Batch
 import models
 from core import diagnose, grad_calculate
 from core.channel_stats import ChannelStatistics
@@ -66,7 +67,8 @@ def test_diagnose_pass_on_toy_closed_form():
     x, labels = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 3, 2])
     obj = torch.zeros(4, 1, 4, 4)
     obj[:, :, 1:3, 1:3] = 1.0
-    batch = (x, labels, [f"c/{i}.png" for i in range(4)], obj, torch.tensor([1, 1, 0, 1]).bool())
+    batch = Batch(x, labels, [f"c/{i}.png" for i in range(4)], obj,
+                  torch.tensor([1, 1, 0, 1]).bool())
     mask = torch.tensor([[1.0, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
     known = torch.tensor([True, True, False, True])
     out = diagnose.diagnose(net, [batch], "conv", mask, torch.device("cpu"), progress=False,
@@ -278,8 +280,8 @@ def test_class_background_shares_by_hand():
     net, x, fg = make_background_toy(batch=4)    # kernel 0 fires on background, 1 on object
     labels = torch.tensor([0, 0, 2, 2])
     annotated = torch.tensor([True, True, True, False])
-    loader = [(x[:2], labels[:2], ["a", "b"], fg[:2], annotated[:2]),
-              (x[2:], labels[2:], ["c", "d"], fg[2:], annotated[2:])]
+    loader = [Batch(x[:2], labels[:2], ["a", "b"], fg[:2], annotated[:2]),
+              Batch(x[2:], labels[2:], ["c", "d"], fg[2:], annotated[2:])]
     shares = class_background_shares(net, loader, "conv", 3, torch.device("cpu"))
     w = net.fc.weight.detach().abs()
     expect = [12 * w[n, 0] / (12 * w[n, 0] + 4 * w[n, 1]) for n in (0, 2)]

@@ -8,6 +8,7 @@ from core.grad_constraint import (DoctorLoss, background_share, background_weigh
                                   channel_loss, dilate, kernel_loss,
                                   second_class, spatial_loss)
 from core.hooks import FeatureHooks
+from loaders import Batch, PlainBatch
 from toy import conv_out, make_background_toy, make_toy
 
 
@@ -135,7 +136,8 @@ def _doctor_setup(alpha, beta, **kw):
     stats = ChannelStatistics({"conv": 3}, 4)
     stats.sums["conv"] = torch.rand(4, 3, dtype=torch.float64)
     stats.counts[:] = 1
-    return net, DoctorLoss(net, stats, [0], [0], alpha=alpha, beta=beta, **kw)
+    return net, DoctorLoss(model=net, stats=stats, channel_layers=[0],
+                           spatial_layers=[0], alpha=alpha, beta=beta, **kw)
 
 
 def _param_grads(net, loss_fn, x, labels, batch):
@@ -152,7 +154,7 @@ def test_constraint_reaches_the_weights():
     torch.manual_seed(0)
     x, labels = torch.randn(4, 1, 4, 4), torch.tensor([0, 1, 2, 3])
     masks = torch.zeros(4, 1, 4, 4)
-    batch = (x, labels, ["p"] * 4, masks, torch.tensor([True] * 4))
+    batch = Batch(x, labels, ["p"] * 4, masks, torch.tensor([True] * 4))
     net, doctor = _doctor_setup(alpha=1.0, beta=1.0)
     with_c = _param_grads(net, doctor, x, labels, batch)
     plain = _param_grads(net, None, x, labels, batch)
@@ -169,7 +171,7 @@ def test_doctor_loss_terms_equal_pure_functions():
     annotated = torch.tensor([True, False, True, True])
     net, doctor = _doctor_setup(alpha=0.5, beta=2.0, expand_px=1)
     logits = net(x)
-    total, terms = doctor((x, labels, [], masks, annotated), x, labels, logits)
+    total, terms = doctor(Batch(x, labels, [], masks, annotated), x, labels, logits)
     net.eval()
     g_true, lg = toy_grads(net, x, labels)
     second = second_class(lg, labels)
@@ -188,7 +190,7 @@ def test_noisy_treatment_averages_draws():
     net.eval()
     logits = net(x)
     torch.manual_seed(7)
-    total, terms = doctor((x, labels), x, labels, logits)
+    total, terms = doctor(PlainBatch(x, labels, []), x, labels, logits)
     torch.manual_seed(7)
     noise = torch.empty(15, 3, 4, 4).uniform_(-0.2, 0.2).view(5, 3, 3, 4, 4)
     m = conv_out(net, x)
@@ -209,9 +211,11 @@ def test_bf16_autocast_constraint_is_finite_and_close():
     stats = ChannelStatistics.for_model(net, [0], 4)
     stats.sums[next(iter(stats.sums))] = torch.rand(4, 128, dtype=torch.float64)
     stats.counts[:] = 1
-    doctor = DoctorLoss(net, stats, [0], [0], alpha=1.0, beta=1.0)
+    doctor = DoctorLoss(model=net, stats=stats, channel_layers=[0], spatial_layers=[0], alpha=1.0,
+                        beta=1.0)
     x, labels = torch.randn(6, 1, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
-    batch = (x, labels, [], (torch.rand(6, 1, 32, 32) > 0.5).float(), torch.ones(6, dtype=torch.bool))
+    batch = Batch(x, labels, [], (torch.rand(6, 1, 32, 32) > 0.5).float(),
+                  torch.ones(6, dtype=torch.bool))
     terms = {}
     for dtype in (None, torch.bfloat16):
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
@@ -267,7 +271,7 @@ def test_find_kernels_picks_the_background_kernel_and_restores_mode():
     net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     net.train()
-    doctor = DoctorLoss(net, None, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
+    doctor = DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
                         kernel_tau=0.5, annotated=(x, labels, fg))
     kernels = doctor.find_kernels(chunk=4)       # two chunks: sums must be pooled
     assert kernels["conv"].tolist() == [1.0, 0.0]
@@ -279,11 +283,11 @@ def test_find_kernels_picks_the_background_kernel_and_restores_mode():
 def test_kernel_term_trains_only_the_background_kernel():
     net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    doctor = DoctorLoss(net, None, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
+    doctor = DoctorLoss(model=net, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
                         annotated=(x[:3], labels[:3], fg[:3]))
     doctor.start_epoch(1)
     logits = net(x)
-    total, terms = doctor((x, labels), x, labels, logits)
+    total, terms = doctor(PlainBatch(x, labels, []), x, labels, logits)
     g, _ = toy_grads(net, x, labels)
     expect = kernel_loss(g, torch.tensor([1.0, 0.0]))
     assert terms["kernel"] == pytest.approx(expect.item())
@@ -295,7 +299,7 @@ def test_kernel_term_trains_only_the_background_kernel():
 
 def test_kernel_term_needs_annotations():
     with pytest.raises(ValueError, match="annotated"):
-        DoctorLoss(make_toy(), None, spatial_layers=(), gamma=1.0, kernel_layers=("conv",))
+        DoctorLoss(model=make_toy(), spatial_layers=(), gamma=1.0, kernel_layers=("conv",))
 
 
 def test_right_reasons_loss_by_hand_and_trains_weights():
@@ -315,7 +319,7 @@ def test_right_reasons_loss_by_hand_and_trains_weights():
     rrr = RightReasonsLoss(2.0)
     out = rrr.forward(lambda z: lin(z.flatten(1)), x.detach().clone())
     fg = 1 - bg
-    total, terms = rrr((None, None, None, fg, torch.tensor([True, False])), x, None, out)
+    total, terms = rrr(Batch(None, None, None, fg, torch.tensor([True, False])), x, None, out)
     torch.testing.assert_close(total, 2.0 * expect)     # image 1 unannotated: 0
     # --expand_px: the object grows by one pixel before the background is taken
     obj = torch.zeros(2, 1, 5, 5)
@@ -330,7 +334,7 @@ def test_right_reasons_loss_by_hand_and_trains_weights():
         rrr = RightReasonsLoss(1.0, expand_px=expand)
         xin = xs.clone()
         out = rrr.forward(lambda z: lin5(z.flatten(1)), xin)
-        total, _ = rrr((None, None, None, obj, torch.tensor([True, False])), xin, None, out)
+        total, _ = rrr(Batch(xin, None, [], obj, torch.tensor([True, False])), xin, None, out)
         torch.testing.assert_close(total, right_reasons_loss(out, xin, bg5))
 
 
@@ -339,10 +343,10 @@ def test_right_reasons_added_to_the_kernel_term_is_the_sum_of_both():
     net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     annotated = torch.tensor([True, True, False, False, True, False])
-    batch = (x, labels, None, fg, annotated)
+    batch = Batch(x, labels, [], fg, annotated)
 
     def doctor():
-        d = DoctorLoss(net, None, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
+        d = DoctorLoss(model=net, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
                        annotated=(x[:3], labels[:3], fg[:3]))
         d.start_epoch(1)
         return d

@@ -19,6 +19,7 @@ from core.channel_stats import ChannelStatistics, channel_gradients
 from core.grad_constraint import DoctorLoss
 from core.hooks import FeatureHooks
 from core.tail import TailSplit, split_or_none, split_reason
+from loaders import Batch, PlainBatch
 from models import MODELS, load_model, load_modules
 from toy import make_toy
 
@@ -129,15 +130,15 @@ def _doctor(model, layer):
     stats.sums[layer] = torch.rand(10, stats.layers[layer], dtype=torch.float64,
                                    generator=torch.Generator().manual_seed(0))
     stats.counts[:] = 1
-    return DoctorLoss(model, stats, [layer], [layer], alpha=1.0, beta=1.0,
-                      noise_draws=J, noise_delta=0.2)
+    return DoctorLoss(model=model, stats=stats, channel_layers=[layer], spatial_layers=[layer],
+                      alpha=1.0, beta=1.0, noise_draws=J, noise_delta=0.2)
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_doctor_loss_tail_matches_fallback(mode, monkeypatch):
     """In train mode too: BN statistics over B equal those over J identical copies."""
     x, labels = torch.randn(B, 3, 32, 32), torch.tensor([0, 5])
-    batch = (x, labels, [], torch.zeros(B, 1, 32, 32), torch.tensor([True, True]))
+    batch = Batch(x, labels, [], torch.zeros(B, 1, 32, 32), torch.tensor([True, True]))
 
     def run():
         torch.manual_seed(0)
@@ -264,8 +265,8 @@ def test_doctor_forward_shares_the_head_with_the_noisy_draws(name):
     stats.sums[next(iter(stats.sums))] = torch.rand(4, stats.layers[next(iter(stats.layers))],
                                                     dtype=torch.float64)
     stats.counts[:] = 1
-    doctor = DoctorLoss(net, stats, [0], [0], alpha=1.0, beta=0.0, noise_draws=3,
-                        noise_delta=0.1)
+    doctor = DoctorLoss(model=net, stats=stats, channel_layers=[0], spatial_layers=[0], alpha=1.0,
+                        beta=0.0, noise_draws=3, noise_delta=0.1)
     x, y = torch.randn(2, 1, 32, 32), torch.tensor([0, 3])
     results = []
     for shared in (True, False):
@@ -273,7 +274,7 @@ def test_doctor_forward_shares_the_head_with_the_noisy_draws(name):
         logits = doctor.forward(net, x) if shared else net(x)
         assert (doctor._shared is not None) == shared
         torch.manual_seed(5)
-        total, terms = doctor((x, y), x, y, logits)
+        total, terms = doctor(PlainBatch(x, y, []), x, y, logits)
         (F.cross_entropy(logits, y) + total).backward()
         results.append((logits.detach(), terms["channel"],
                         [p.grad.clone() for p in net.parameters()]))
@@ -301,7 +302,7 @@ def test_noisy_treatment_does_not_move_bn_running_stats(path, monkeypatch):
     doctor = _doctor(model, layer)
     logits = doctor.forward(model, x) if path == "shared" else model(x)
     assert (doctor._shared is not None) == (path == "shared")
-    total, _ = doctor((x, labels, [], torch.zeros(4, 1, 32, 32), torch.ones(4, dtype=bool)),
+    total, _ = doctor(Batch(x, labels, [], torch.zeros(4, 1, 32, 32), torch.ones(4, dtype=bool)),
                       x, labels, logits)
     (F.cross_entropy(logits, labels) + total).backward()
     doctor.remove()
