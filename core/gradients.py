@@ -26,10 +26,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run the body with ``model`` in eval mode; every submodule's train/eval flag is put
     back afterwards, also when the body raises."""
     flags = [(m, m.training) for m in model.modules()]
+    was_training = model.training
     model.eval()
     try:
         yield model
     finally:
+        model.train(was_training)          # through any train() override, then exactly:
         for m, training in flags:
             m.training = training
 
