@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from core.hooks import FeatureHooks
-from core.tail import noisy_forward
+from core.gradients import layer_gradients
 from models import load_modules
 from utils.io import atomic_write
 
@@ -43,36 +42,14 @@ def channel_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tens
                       grad_mode: str = "abs") -> dict[str, torch.Tensor]:
     """Per-sample ``a`` of every image for every layer: ``{name: [B, K]}``.
 
-    Per-sample gradients come from one backward pass of ``Σ_b y[b, n_b]`` (the model must
-    be in eval mode so samples do not interact). With noise, each layer gets its own pass so
-    that the noise sits at that layer only: the network up to the layer runs once on the B
-    images and the rest on ``J·B`` noisy copies of its output (:mod:`core.tail`), or, for a
-    model that cannot be split there, the whole network runs on ``J·B`` copies of the
-    images. With ``δ = 0`` all draws are equal, so a single noiseless pass is taken.
+    The gradients come from :func:`core.gradients.layer_gradients` (the model must be in
+    eval mode so samples do not interact). With ``δ = 0`` all draws are equal, so a single
+    noiseless pass is taken.
     """
-    if noise_delta <= 0:
-        groups, draws, delta = [list(layers)], 1, 0.0
-    else:
-        groups, draws, delta = [[name] for name in layers], noise_draws, noise_delta
-    batch = images.shape[0]
-    out: dict[str, torch.Tensor] = {}
-    for group in groups:
-        y = labels.repeat(draws) if draws > 1 else labels
-        tail = noisy_forward(model, group[0], images, draws, delta, head_grad=False) \
-            if delta > 0 else None
-        if tail is not None:
-            logits, z = tail
-            grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), [z])
-        else:
-            with FeatureHooks(model, group, noise_delta=delta) as hooks:
-                x = images.repeat(draws, *([1] * (images.dim() - 1))) if draws > 1 else images
-                logits = model(x)
-                feats = [hooks.features[name] for name in group]
-                grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), feats)
-        for name, g in zip(group, grads):
-            a = rectify(g, grad_mode).sum(dim=(2, 3))                 # [J·B, K]
-            out[name] = a.view(draws, batch, -1).mean(dim=0).detach()
-    return out
+    draws, delta = (noise_draws, noise_delta) if noise_delta > 0 else (1, 0.0)
+    grads = layer_gradients(model, images, labels, layers, draws=draws, delta=delta)
+    return {name: rectify(g, grad_mode).sum(dim=(-2, -1)).mean(dim=0).detach()
+            for name, g in grads.items()}
 
 
 def _invalid_reason(error: Exception) -> str:

@@ -12,8 +12,7 @@ released scale (``beta`` carries over).
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -21,8 +20,9 @@ import torch.nn.functional as F
 
 from core.channel_stats import ChannelStatistics, rectify
 from core.extra_loss import ExtraLoss
+from core.gradients import eval_mode, layer_gradients
 from core.hooks import FeatureHooks
-from core.tail import SplitError, noisy_forward, split_or_none
+from core.tail import SplitError, split_or_none
 from loaders import MASK_IGNORE, MASK_OBJECT, Batch, PlainBatch, batch_masks
 from models import load_modules
 
@@ -70,26 +70,6 @@ def channel_loss(grads_true: torch.Tensor, grads_second: torch.Tensor, mask: tor
     w_second = mask[second] if second_term == "mask" else torch.ones_like(a_second)
     per_sample = ((1 - mask[labels]) * a_true).sum(dim=1) + (w_second * a_second).sum(dim=1)
     return per_sample.mean()
-
-
-@contextlib.contextmanager
-def frozen_running_stats(model: nn.Module) -> Iterator[None]:
-    """Normalisation layers keep using batch statistics in train mode but do not update
-    their running statistics (nor ``num_batches_tracked``).
-
-    The noisy passes of the constraint re-run (part of) the network on J·B noisy copies;
-    only the training forward on the clean batch may move the running statistics.
-    """
-    norms = [m for m in model.modules()
-             if getattr(m, "track_running_stats", False) and getattr(m, "running_mean", None)
-             is not None]
-    for m in norms:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.track_running_stats = True
 
 
 def disk_kernel(radius: int, device=None) -> torch.Tensor:
@@ -210,7 +190,7 @@ class DoctorLoss(ExtraLoss):
         self.grad_mode, self.second_term = grad_mode, second_term
         self.noise_draws, self.noise_delta = noise_draws, noise_delta
         self.expand_px = expand_px
-        self.grad_scale = 1024.0      # fp16 autocast only, see _grad_pair
+        self.grad_scale = 1024.0      # fp16 autocast only, see _gradients
         self._shared = None           # (split, m, live) of the last forward, see forward()
         self.channel_layers = [n for n, _ in load_modules(model, list(channel_layers))] \
             if alpha > 0 else []
@@ -232,7 +212,6 @@ class DoctorLoss(ExtraLoss):
                                     self.kernel_layers))
         self.hooks = FeatureHooks(model, layers) if layers else None
 
-    @torch.enable_grad()
     def find_kernels(self, chunk: int = 256) -> dict[str, torch.Tensor]:
         """``{layer: [K] float in {0, 1}}``: the background kernels of each kernel layer, from
         the annotated images with the model in eval mode (its mode is restored)."""
@@ -240,27 +219,22 @@ class DoctorLoss(ExtraLoss):
         device = next(self.model.parameters()).device
         num = {n: 0.0 for n in self.kernel_layers}
         den = {n: 0.0 for n in self.kernel_layers}
-        was_training = self.model.training
-        self.model.eval()
         self.hooks.enabled = False
         try:
-            with FeatureHooks(self.model, self.kernel_layers) as hooks:
+            with eval_mode(self.model):
                 for i in range(0, len(images), chunk):
                     x = images[i:i + chunk].to(device)
                     y = labels[i:i + chunk].to(device)
                     bg = background_weights(masks[i:i + chunk].to(device),
                                             torch.ones(len(x), dtype=torch.bool, device=device),
                                             self.expand_px)
-                    logits = self.model(x)
-                    feats = [hooks.features[n] for n in self.kernel_layers]
-                    grads = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), feats)
-                    for n, g in zip(self.kernel_layers, grads):
-                        on_background, total = background_mass(g.detach(), bg)
+                    grads = layer_gradients(self.model, x, y, self.kernel_layers)
+                    for n, g in grads.items():
+                        on_background, total = background_mass(g[0], bg)
                         num[n] = num[n] + on_background
                         den[n] = den[n] + total
         finally:
             self.hooks.enabled = True
-            self.model.train(was_training)
         self.kernels = {n: (num[n] / den[n].clamp_min(1e-30) > self.kernel_tau).float()
                         for n in self.kernel_layers}
         return self.kernels
@@ -299,65 +273,32 @@ class DoctorLoss(ExtraLoss):
         return self.noise_delta > 0 or self.noise_draws > 1
 
     def _gradients(self, images, labels, second, logits):
-        """``{layer: (grads_true, grads_second or None)}`` with ``create_graph=True``."""
-        layers = self.hooks.names
-        if not self.noisy:
-            feats = [self.hooks.features[n] for n in layers]
-            return self._grad_pair(logits, feats, labels, second, layers, draws=1)
-        out = {}
-        j = self.noise_draws
-        self.hooks.enabled = False
-        try:
-            # only the training forward may move BN running statistics, not the J·B copies
-            with frozen_running_stats(self.model):
-                for name in layers:
-                    # Head once on the B images, tail on the J·B noisy copies. Also in train
-                    # mode: the head's BN batch statistics over B equal those over J identical
-                    # copies (mean and biased variance ignore replication), so only stochastic
-                    # layers before the conv (dropout, stochastic depth) change: their one mask
-                    # is shared by the J draws, which then differ by σ alone, as in Eq. 4.
-                    if self._shared is not None and self._shared[0].layer == name:
-                        split, m, live = self._shared
-                        tail = split.noisy_tail(m, live, j, self.noise_delta)
-                    else:
-                        tail = noisy_forward(self.model, name, images, j, self.noise_delta)
-                    if tail is not None:
-                        noisy_logits, z = tail
-                        out.update(self._grad_pair(noisy_logits, [z], labels.repeat(j),
-                                                   second.repeat(j), [name], j))
-                        continue
-                    with FeatureHooks(self.model, [name], self.noise_delta) as noisy:
-                        x = images.repeat(j, *([1] * (images.dim() - 1)))
-                        out.update(self._grad_pair(self.model(x), [noisy.features[name]],
-                                                   labels.repeat(j), second.repeat(j), [name], j))
-        finally:
-            self.hooks.enabled = True
-        return out
+        """``{layer: (grads_true, grads_second or None)}``, each ``[J, B, K, H, W]``, with
+        ``create_graph=True`` (:func:`core.gradients.layer_gradients`; fp16 maps are
+        differentiated with ``grad_scale``); ``grads_second`` for channel layers only.
 
-    def _grad_pair(self, logits, feats, labels, second, layers, draws):
-        """Per-sample ``∂y_n/∂m`` (and ``∂y_s/∂m`` for channel layers) as float32.
-
-        Under fp16 autocast the feature maps, hence their gradients, are fp16: the score is
-        multiplied by ``grad_scale`` before differentiating (so small gradients do not flush
-        to zero) and the gradients are divided by it in float32 (so the penalties, summed
-        over many positions, do not overflow). bf16 keeps float32's range: scale 1.
+        Without noise they come from the training forward the hooks recorded. With noise each
+        layer gets J noisy copies, reusing the training forward's head if :meth:`forward`
+        kept it. Also in train mode: the head's BN batch statistics over B equal those over J
+        identical copies (mean and biased variance ignore replication), so only stochastic
+        layers before the conv (dropout, stochastic depth) change: their one mask is shared
+        by the J draws, which then differ by σ alone, as in Eq. 4.
         """
-        scale = self.grad_scale if feats[0].dtype == torch.float16 else 1.0
-        score = logits.float() * scale
-
-        def grad(classes, inputs):
-            got = torch.autograd.grad(score.gather(1, classes[:, None]).sum(), inputs,
-                                      create_graph=True)
-            return [g.float() / scale for g in got]
-        g_true = grad(labels, feats)
-        needs_second = [n in self.channel_layers for n in layers]
-        g_second = [None] * len(layers)
-        if any(needs_second):
-            idx = [i for i, need in enumerate(needs_second) if need]
-            for i, g in zip(idx, grad(second, [feats[i] for i in idx])):
-                g_second[i] = g
-        shape = lambda g: None if g is None else g.view(draws, -1, *g.shape[1:])  # noqa: E731
-        return {n: (shape(a), shape(b)) for n, a, b in zip(layers, g_true, g_second)}
+        layers = self.hooks.names
+        common = dict(create_graph=True, fp16_scale=self.grad_scale)
+        classes, wanted = (labels, second), (layers, self.channel_layers)
+        if not self.noisy:
+            g_true, g_second = layer_gradients(self.model, images, classes, wanted,
+                                               recorded=(logits, self.hooks.features), **common)
+        else:
+            self.hooks.enabled = False
+            try:
+                g_true, g_second = layer_gradients(
+                    self.model, images, classes, wanted, draws=self.noise_draws,
+                    delta=self.noise_delta, head=self._shared, **common)
+            finally:
+                self.hooks.enabled = True
+        return {n: (g_true[n], g_second.get(n)) for n in layers}
 
     def __call__(self, batch: PlainBatch | Batch, images: torch.Tensor, labels: torch.Tensor,
                  logits: torch.Tensor) -> tuple[torch.Tensor, dict]:

@@ -9,15 +9,27 @@ import torch.nn as nn
 from models import load_modules
 
 
+def feature_noise(shape: Sequence[int], delta: float, *, dtype: torch.dtype,
+                  device: torch.device | str) -> torch.Tensor:
+    """``σ ~ U[-δ, δ]`` i.i.d. of ``shape`` (paper Eq. 4), one draw on the default generator.
+
+    The only place the feature noise is drawn: :class:`FeatureHooks` (noise on the J·B
+    copies a whole-network pass sees) and :mod:`core.tail` (noise on the head's map repeated
+    J times) both call it with the same ``[J·B, K, H, W]`` shape, so under one seed the tail
+    split and its fallback see the same ``σ``.
+    """
+    return torch.empty(tuple(shape), dtype=dtype, device=device).uniform_(-delta, delta)
+
+
 class FeatureHooks:
     """Owns forward hooks on a set of ``Conv2d`` layers of ``model``.
 
     After a forward pass, ``features[name]`` holds the map the rest of the network consumed:
     the conv output ``m`` of shape ``[B, K, H, W]``, or ``m + σ`` with ``σ ~ U[-δ, δ]`` drawn
-    afresh for every call when ``noise_delta > 0`` (paper Eq. 4). The stored tensor is part
-    of the autograd graph, so ``torch.autograd.grad(score, features[name])`` gives
-    ``∂score / ∂(m + σ)``; if nothing upstream requires grad, the hook makes the map a leaf
-    that does.
+    afresh for every call when ``noise_delta > 0`` (:func:`feature_noise`). The stored
+    tensor is part of the autograd graph, so ``torch.autograd.grad(score, features[name])``
+    gives ``∂score / ∂(m + σ)``; if nothing upstream requires grad, the hook makes the map a
+    leaf that does.
 
     Args:
         model: the network.
@@ -50,8 +62,8 @@ class FeatureHooks:
             if not self.enabled:
                 return None
             if self.noise_delta > 0:
-                noise = torch.empty_like(output).uniform_(-self.noise_delta, self.noise_delta)
-                output = output + noise
+                output = output + feature_noise(output.shape, self.noise_delta,
+                                                dtype=output.dtype, device=output.device)
             if not output.requires_grad and torch.is_grad_enabled():
                 output = output.detach().requires_grad_(True)
             self.features[name] = output

@@ -40,6 +40,7 @@ import loaders  # noqa: E402
 from core.entry import add_model_data_args, load_trained_model  # noqa: E402
 from utils.cli import HelpFormatter, run_main  # noqa: E402
 import models  # noqa: E402
+from core.gradients import eval_mode  # noqa: E402
 from core.hooks import FeatureHooks  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from utils import add_device_args, atomic_write_text, get_device, set_seed  # noqa: E402
@@ -72,15 +73,10 @@ def fgsm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: floa
     mean_t, std_t = _stats_view(mean, images), _stats_view(std, images)
     pixels = images.detach() * std_t + mean_t if mean_t is not None else images.detach()
     pixels = pixels.clone().requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            inputs = (pixels - mean_t) / std_t if mean_t is not None else pixels
-            loss = F.cross_entropy(model(inputs), labels, reduction="sum")
-            grad, = torch.autograd.grad(loss, pixels)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.enable_grad():
+        inputs = (pixels - mean_t) / std_t if mean_t is not None else pixels
+        loss = F.cross_entropy(model(inputs), labels, reduction="sum")
+        grad, = torch.autograd.grad(loss, pixels)
     adversarial = (pixels.detach() + eps * grad.sign()).clamp(0.0, 1.0)
     return (adversarial - mean_t) / std_t if mean_t is not None else adversarial
 

@@ -22,6 +22,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from core.hooks import feature_noise
 from models import load_modules
 
 logger = logging.getLogger(__name__)
@@ -129,9 +130,9 @@ class TailSplit:
         """Logits ``[J·B, C]`` of the J noisy copies and the maps ``z`` ``[J·B, K, H, W]``
         they were run from, draw-major (copy ``j`` of image ``b`` is row ``j·B + b``).
 
-        ``σ`` is one ``[J·B, K, H, W]`` draw from ``U[-δ, δ]`` on the default generator
-        (none if ``δ = 0``), exactly what :class:`core.hooks.FeatureHooks` draws on J·B
-        copies of the images; ``noise`` replaces it. With ``head_grad=False`` the head runs
+        ``σ`` is one ``[J·B, K, H, W]`` draw of :func:`core.hooks.feature_noise` (none if
+        ``δ = 0``), as :class:`core.hooks.FeatureHooks` draws it on J·B copies of the
+        images; ``noise`` replaces it. With ``head_grad=False`` the head runs
         without autograd, and ``z`` is a leaf.
         """
         with torch.set_grad_enabled(head_grad and torch.is_grad_enabled()):
@@ -145,7 +146,7 @@ class TailSplit:
         training forward can share it with the noisy draws)."""
         shape = (draws * m.shape[0], *m.shape[1:])
         if noise is None and delta > 0:   # σ + m by broadcasting: no J-fold copy of m
-            noise = torch.empty(shape, dtype=m.dtype, device=m.device).uniform_(-delta, delta)
+            noise = feature_noise(shape, delta, dtype=m.dtype, device=m.device)
             z = noise.view(draws, *m.shape).add_(m).view(shape)
         elif noise is not None:
             z = (noise.view(draws, *m.shape) + m).view(shape)

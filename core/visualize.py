@@ -27,7 +27,7 @@ import torch.nn.functional as F  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
 from core.channel_stats import rectify  # noqa: E402
-from core.hooks import FeatureHooks  # noqa: E402
+from core.gradients import eval_mode, layer_gradients  # noqa: E402
 from utils.io import atomic_write  # noqa: E402
 
 MAX_CLASS_TICKS = 30
@@ -69,16 +69,13 @@ def plot_channel_heatmap(normalized: np.ndarray, class_names: Sequence[str], tit
 def score_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                     layer_name: int | str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(∂y_n/∂m, logits)``: gradient of each image's class score ``y[b, n_b]`` w.r.t. the
-    output ``m`` (``[B, K, H, W]``) of one conv layer, from one backward pass.
+    output ``m`` (``[B, K, H, W]``) of one conv layer (:func:`core.gradients.layer_gradients`).
 
     The model should be in eval mode (batch norm statistics frozen), so samples are independent.
     """
-    with FeatureHooks(model, [layer_name]) as hooks:
-        with torch.enable_grad():
-            logits = model(images)
-            feats = hooks.features[hooks.names[0]]
-            grad, = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), feats)
-    return grad.detach(), logits.detach()
+    grads, logits, _ = layer_gradients(model, images, labels, [layer_name], with_outputs=True)
+    (grad,) = grads.values()
+    return grad[0], logits
 
 
 def upsample_normalise(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -98,12 +95,8 @@ def gradient_map(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     min-max normalised to [0, 1] per image. The model is evaluated in eval mode (its mode
     is restored afterwards).
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         grad, _ = score_gradients(model, images, labels, layer_name)
-    finally:
-        model.train(was_training)
     return upsample_normalise(rectify(grad, grad_mode).sum(dim=1), images.shape[-2:])
 
 
@@ -224,12 +217,8 @@ def overlay_panel(model: nn.Module, dataset, indices: Sequence[int], layer_name:
     items = [dataset[i] for i in indices]
     images = torch.stack([it.image for it in items]).to(device)
     labels = torch.tensor([int(it.label) for it in items], device=device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         grad, logits = score_gradients(model, images, labels, layer_name)
-    finally:
-        model.train(was_training)
     maps = upsample_normalise(rectify(grad, grad_mode).sum(dim=1), images.shape[-2:]).cpu()
     conf, pred = logits.softmax(dim=1).max(dim=1)
     classes = list(getattr(dataset, "classes", []))

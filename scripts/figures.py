@@ -36,7 +36,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 import loaders  # noqa: E402
-from core.hooks import FeatureHooks  # noqa: E402
+from core.gradients import eval_mode, layer_gradients  # noqa: E402
 from core.visualize import (display_images, gradient_map, save_figure,  # noqa: E402
                             spread_over_classes, upsample_normalise)
 from loaders.folder import IMAGE_EXTENSIONS, open_image  # noqa: E402
@@ -50,17 +50,12 @@ def grad_cam_maps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     """Raw Grad-CAM at the layer's resolution, ``[B, h, w]``: ``relu(Σ_k w_k A_k)`` with
     ``A`` (``[B, K, h, w]``) the conv output and ``w_k = mean_hw ∂y_n/∂A_k`` (``n = labels``).
     One backward pass for the batch; the model is evaluated in eval mode (mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FeatureHooks(model, [layer_name]) as hooks, torch.enable_grad():
-            logits = model(images)
-            acts = hooks.features[hooks.names[0]]
-            grads, = torch.autograd.grad(logits.gather(1, labels[:, None]).sum(), acts)
-    finally:
-        model.train(was_training)
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    return (weights * acts.detach()).sum(dim=1).clamp(min=0)
+    with eval_mode(model):
+        grads, _, acts = layer_gradients(model, images, labels, [layer_name],
+                                         with_outputs=True)
+    (grad,), (act,) = grads.values(), acts.values()
+    weights = grad[0].mean(dim=(2, 3), keepdim=True)
+    return (weights * act).sum(dim=1).clamp(min=0)
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,

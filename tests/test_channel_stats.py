@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from core.channel_stats import ChannelStatistics, channel_gradients, rectify
-from core.hooks import FeatureHooks
 from toy import conv_out, make_toy
 
 
@@ -185,25 +184,3 @@ def test_corrupt_statistics_files_name_the_file(tmp_path):
         assert e.value.__cause__ is None       # no chained reader message with its advice
         assert e.value.__context__ is None or e.value.__suppress_context__
     assert ChannelStatistics.load(good).layers == {"conv": 3}
-
-
-def test_hooks_removed_and_memory_flat():
-    net = make_toy()
-    x = torch.randn(2, 1, 3, 3)
-    for _ in range(100):
-        with FeatureHooks(net, [0]) as hooks:
-            net(x)
-            assert hooks.features["conv"].shape == (2, 3, 3, 3)
-    assert not net.conv._forward_hooks
-    hooks = FeatureHooks(net, [0])
-    hooks.remove()
-    hooks.remove()      # safe twice
-    assert not net.conv._forward_hooks and not hooks.features
-
-
-def test_hooks_do_not_swallow_errors():
-    net = make_toy()
-    with pytest.raises(RuntimeError):
-        with FeatureHooks(net, [0]):
-            net(torch.randn(2, 5, 3, 3))     # wrong channels
-    assert not net.conv._forward_hooks

@@ -12,8 +12,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-import core.channel_stats
-import core.grad_constraint
+import core.gradients
 from core import tail as tail_mod
 from core.channel_stats import ChannelStatistics, channel_gradients
 from core.grad_constraint import DoctorLoss
@@ -118,7 +117,7 @@ def test_channel_gradients_use_the_tail_and_match_fallback(monkeypatch):
     torch.manual_seed(9)
     fast = channel_gradients(model, x, labels, layers, J, DELTA)
     assert runs == layers
-    monkeypatch.setattr(core.channel_stats, "noisy_forward", lambda *a, **k: None)
+    monkeypatch.setattr(core.gradients, "noisy_forward", lambda *a, **k: None)
     torch.manual_seed(9)
     slow = channel_gradients(model, x, labels, layers, J, DELTA)
     for layer in layers:
@@ -153,7 +152,7 @@ def test_doctor_loss_tail_matches_fallback(mode, monkeypatch):
         return total, [p.grad for p in model.parameters()]
 
     fast, fast_grads = run()
-    monkeypatch.setattr(core.grad_constraint, "noisy_forward", lambda *a, **k: None)
+    monkeypatch.setattr(core.gradients, "noisy_forward", lambda *a, **k: None)
     slow, slow_grads = run()
     close(fast, slow)
     for a, b in zip(fast_grads, slow_grads):
@@ -298,7 +297,7 @@ def test_noisy_treatment_does_not_move_bn_running_stats(path, monkeypatch):
     x, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 5, 2, 7])
     reference(x)                                    # the plain forward only
     if path == "fallback":
-        monkeypatch.setattr(core.grad_constraint, "noisy_forward", lambda *a, **k: None)
+        monkeypatch.setattr(core.gradients, "noisy_forward", lambda *a, **k: None)
     doctor = _doctor(model, layer)
     logits = doctor.forward(model, x) if path == "shared" else model(x)
     assert (doctor._shared is not None) == (path == "shared")
