@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -214,7 +215,12 @@ class DoctorLoss(ExtraLoss):
 
     def find_kernels(self, chunk: int = 256) -> dict[str, torch.Tensor]:
         """``{layer: [K] float in {0, 1}}``: the background kernels of each kernel layer, from
-        the annotated images with the model in eval mode (its mode is restored)."""
+        the annotated images with the model in eval mode (its mode is restored).
+
+        Under DDP every rank holds all annotated images and the same weights, but its BN
+        running statistics drift from the other ranks' between DDP's buffer broadcasts, so
+        the eval-mode gradients (hence the threshold) may differ slightly: rank 0's kernels
+        are broadcast, and every rank suppresses the same ones."""
         images, labels, masks = self.annotated
         device = next(self.model.parameters()).device
         num = {n: 0.0 for n in self.kernel_layers}
@@ -237,6 +243,9 @@ class DoctorLoss(ExtraLoss):
             self.hooks.enabled = True
         self.kernels = {n: (num[n] / den[n].clamp_min(1e-30) > self.kernel_tau).float()
                         for n in self.kernel_layers}
+        if dist.is_available() and dist.is_initialized():
+            for k in self.kernels.values():
+                dist.broadcast(k, src=0)
         return self.kernels
 
     def start_epoch(self, epoch: int) -> dict:

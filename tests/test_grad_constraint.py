@@ -364,3 +364,21 @@ def test_right_reasons_added_to_the_kernel_term_is_the_sum_of_both():
     assert torch.autograd.grad(total, net.conv.weight)[0].abs().sum() > 0
     both.remove()
     assert not net.conv._forward_hooks
+
+
+def test_find_kernels_takes_rank_zeros_kernels_under_ddp(monkeypatch):
+    import torch.distributed as dist
+    net, x, fg = make_background_toy()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    calls = []
+
+    def broadcast(tensor, src):      # rank 0 found kernel 1 only
+        calls.append(src)
+        tensor.copy_(torch.tensor([0.0, 1.0]))
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "broadcast", broadcast)
+    doctor = DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
+                        annotated=(x, labels, fg))
+    assert doctor.find_kernels()["conv"].tolist() == [0.0, 1.0]   # this rank alone: [1, 0]
+    assert calls == [0]
+    doctor.remove()
