@@ -30,7 +30,7 @@ device_index=${device_index:-}
 exp_dir=${exp_dir:-${result_path}/${exp_name}}
 table_dir=${table_dir:-results}
 
-"$PYTHON" scripts/ablation.py annotations \
+"$PYTHON" -m scripts.ablation annotations \
   --exp_dir "$exp_dir" \
   --model_name "$model_name" \
   --data_name "$data_name" \

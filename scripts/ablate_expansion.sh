@@ -26,7 +26,7 @@ exp_dir=${exp_dir:-${result_path}/${exp_name}}
 mask_dir=${mask_dir:-${exp_dir}/masks}
 table_dir=${table_dir:-results}
 
-"$PYTHON" scripts/ablation.py expansion \
+"$PYTHON" -m scripts.ablation expansion \
   --exp_dir "$exp_dir" \
   --model_name "$model_name" \
   --data_name "$data_name" \

@@ -1,8 +1,8 @@
 """Ablation studies of the paper on one trained experiment: train once, vary one setting.
 
-    python scripts/ablation.py depth       --exp_dir output/quickstart/smallcnn_decoy_digits ...
-    python scripts/ablation.py annotations --exp_dir ... --settings 0,5,10,20
-    python scripts/ablation.py expansion   --exp_dir ... --settings 0,1,2,4
+    python -m scripts.ablation depth       --exp_dir output/quickstart/smallcnn_decoy_digits ...
+    python -m scripts.ablation annotations --exp_dir ... --settings 0,5,10,20
+    python -m scripts.ablation expansion   --exp_dir ... --settings 0,1,2,4
 
 * ``depth`` (Fig. 6): channel statistics for conv layers ``0..L`` (0 = last conv), then one
   treatment per layer with ``--channel_layers i`` (and/or ``--spatial_layers i`` for the
@@ -28,10 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import matplotlib  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Benchmarks of diagnosis and treatment, as ratios measured in one run.
 
-    python scripts/benchmark.py                          # every section, default sizes
-    python scripts/benchmark.py --models resnet34,vgg16 --reps 7
-    python scripts/benchmark.py --tiny --out_dir /tmp/b  # CI: small sizes, < 1 min on a CPU
+    python -m scripts.benchmark                          # every section, default sizes
+    python -m scripts.benchmark --models resnet34,vgg16 --reps 7
+    python -m scripts.benchmark --tiny --out_dir /tmp/b  # CI: small sizes, < 1 min on a CPU
 
 Every number is a ratio of two measurements taken in the same run with interleaved
 repetitions (``for r in reps: time A, time B, …``, the order rotated each repetition), so
@@ -46,7 +46,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")   # fewer profiler log lines
 
 import numpy as np  # noqa: E402
@@ -838,7 +837,7 @@ def run(args: argparse.Namespace) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     results: dict = {"environment": {
-        "command": " ".join(["python", "scripts/benchmark.py"] + sys.argv[1:]),
+        "command": " ".join(["python", "-m", "scripts.benchmark"] + sys.argv[1:]),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(), "platform": platform.platform(),

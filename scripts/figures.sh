@@ -41,7 +41,7 @@ for v in $variants; do
   treated+=("$json") labels+=("$(label "$v")")
 done
 
-"$PYTHON" scripts/figures.py per_class \
+"$PYTHON" -m scripts.figures per_class \
   --original_json "$ori_json" \
   --treated_json "${treated[@]}" \
   --treated_labels "${labels[@]}" \
@@ -52,7 +52,7 @@ optional() { [ -f "$2" ] && printf '%s\n' "$1" "$2" || true; }
 mapfile -t models < <(optional --space_model_path "$exp_dir/space/models/$checkpoint";
                       optional --channel_model_path "$exp_dir/channel/models/$checkpoint";
                       optional --all_model_path "$exp_dir/all/models/$checkpoint")
-"$PYTHON" scripts/figures.py visual \
+"$PYTHON" -m scripts.figures visual \
   --model_name "$model_name" \
   --data_name "$data_name" \
   --data_dir "$data_dir" \

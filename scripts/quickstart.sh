@@ -80,7 +80,7 @@ treat all "$alpha" "$beta" 0
 treat kernels 0 0 "$gamma"
 
 step "9/9 test every model (best and final epoch) and tabulate"
-"$PYTHON" scripts/quickstart_table.py \
+"$PYTHON" -m scripts.quickstart_table \
   --exp_dir "$exp_dir" \
   --model_name "$model_name" \
   --data_name "$data_name" \

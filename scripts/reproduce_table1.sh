@@ -21,7 +21,7 @@ num_low=${num_low:-20}                # annotated low-confidence images per clas
 alpha=${alpha:-0.078}                 # channel constraint (batch-mean scale; released 10 at batch 128)
 beta=${beta:-1}                       # spatial constraint, +Space and +All only
 expand_px=${expand_px:-}              # empty: 30 px at 224 px input, scaled to the input size
-metric=${metric:-final}               # final | best | best_treated (see scripts/table1.py --help)
+metric=${metric:-final}               # final | best | best_treated (see python -m scripts.table1 --help)
 result_root=${result_root:-output/table1}
 data_root=${data_root:-data}
 out_dir=${out_dir:-results}
@@ -36,7 +36,7 @@ if [ -n "$expand_px" ]; then flags+=(--expand_px "$expand_px"); fi
 if [ "$dry_run" = 1 ]; then flags+=(--dry_run); fi
 if [ "$report_only" = 1 ]; then flags+=(--report_only); fi
 
-"$PYTHON" scripts/table1.py \
+"$PYTHON" -m scripts.table1 \
   --models "$models" \
   --datasets "$datasets" \
   --seeds "$seeds" \

@@ -17,8 +17,8 @@ Then ``OUT_DIR/table1.{md,csv}`` show the paper's layout (per model "base / +All
 "+Space / +Channel", gains in accuracy points vs base, mean +- std over seeds), a plain
 fine-tune control, and the published numbers (``scripts/paper_table1.csv``) beside ours.
 
-    python scripts/table1.py --models vgg16 resnet50 --datasets cifar10 stl10 --seeds 0 1 2
-    python scripts/table1.py --report_only
+    python -m scripts.table1 --models vgg16 resnet50 --datasets cifar10 stl10 --seeds 0 1 2
+    python -m scripts.table1 --report_only
 """
 from __future__ import annotations
 
@@ -36,12 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import loaders
+import models
+from utils import atomic_write_text
 
-import loaders  # noqa: E402
-import models  # noqa: E402
-from utils import atomic_write_text  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PAPER_NAMES = {  # registry name -> the paper's name, in the order of Table 1
     "alexnet": "AlexNet", "vgg16": "VGG-16", "resnet50": "ResNet-50", "senet34": "SENet-34",

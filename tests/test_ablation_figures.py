@@ -1,24 +1,19 @@
 """FGSM, Grad-CAM, the noise-robustness study (Fig. 3), Figs. 4-5 and the ablation driver."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import ablation  # noqa: E402
-import figures  # noqa: E402
-import train  # noqa: E402
-from core import grad_calculate, image_sift, robustness  # noqa: E402
-from fakedata import make_image_folder  # noqa: E402
-from models import load_model  # noqa: E402
-from preprocessing import labelme_to_mask, synthetic_labelme  # noqa: E402
-from toy import conv_out, make_toy  # noqa: E402
-from utils import save_weights  # noqa: E402
+import train
+from core import grad_calculate, image_sift, robustness
+from fakedata import make_image_folder
+from models import load_model
+from preprocessing import labelme_to_mask, synthetic_labelme
+from scripts import ablation, figures
+from toy import conv_out, make_toy
+from utils import save_weights
 
 # a one-epoch model on 9 images leaves some classes without correct images to sift
 pytestmark = pytest.mark.filterwarnings("ignore:.*fewer correctly classified images")

@@ -1,13 +1,11 @@
 """The shortcut benchmark end to end on tiny generated IDX files (real on-disk format)."""
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import shortcut_benchmark  # noqa: E402
+from scripts import shortcut_benchmark
 
 
 def write_idx(folder: Path, per_class: int = 14, size: int = 28):

@@ -3,7 +3,6 @@ import contextlib
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,8 @@ from PIL import Image
 import loaders
 import models
 from fakedata import make_image_folder
+from scripts import table1
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import table1  # noqa: E402
 
 
 def run_driver(*argv) -> tuple[int, str]:
