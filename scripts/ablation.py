@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import matplotlib  # noqa: E402
@@ -43,6 +44,7 @@ from core import grad_calculate  # noqa: E402
 from core.channel_stats import ChannelStatistics  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import labelme_to_mask, synthetic_labelme  # noqa: E402
+from scripts import jobs  # noqa: E402
 from utils import add_device_args, atomic_write_text  # noqa: E402
 
 VARIANTS = ("channel", "space", "all")
@@ -99,9 +101,36 @@ def treat(args: argparse.Namespace, run_dir: Path, alpha: float, beta: float,
     return train_model_doctor.main(run_args)
 
 
-def control(args: argparse.Namespace) -> dict:
+@dataclass(frozen=True)
+class Treatment:
+    """The settings of one :func:`treat` run: one job of the study."""
+    run_dir: Path
+    alpha: float
+    beta: float
+    channel_layers: str = "0"
+    spatial_layers: str = "0"
+    mask_dir: Path | None = None
+    expand_px: int | None = None
+    grad_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A table row to be: its run, and what the row says about it."""
+    run: Treatment
+    setting: int
+    variant: str
+    extra: dict = field(default_factory=dict)
+
+
+def run_treatment(args: argparse.Namespace, run: Treatment) -> dict:
+    """One job: the run's ``result.json``."""
+    return treat(args, **{f.name: getattr(run, f.name) for f in fields(run)})
+
+
+def control(args: argparse.Namespace) -> Treatment:
     """The fine-tune control: same schedule, no constraint (shared by all studies)."""
-    return treat(args, Path(args.work_dir) / "control", 0.0, 0.0)
+    return Treatment(Path(args.work_dir) / "control", 0.0, 0.0)
 
 
 def variant_weights(args: argparse.Namespace, variant: str) -> tuple[float, float]:
@@ -162,7 +191,7 @@ def depth_statistics(args: argparse.Namespace, indices: list[int], names: list[s
     return grad_dir
 
 
-def study_depth(args: argparse.Namespace) -> tuple[list[dict], dict]:
+def study_depth(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     _require(args.high_dir, "high-confidence images (sift/high)")
     names = layer_names(args)
     indices = list(range(len(names))) if args.settings == "all" else parse_ints(args.settings)
@@ -170,18 +199,18 @@ def study_depth(args: argparse.Namespace) -> tuple[list[dict], dict]:
         if not 0 <= i < len(names):
             raise ValueError(f"layer {i} out of range: {args.model_name} has {len(names)} convs")
     grad_dir = depth_statistics(args, indices, names)
-    rows = []
+    plan = []
     for variant in args.variants:
         alpha, beta = variant_weights(args, variant)
         mask_dir = _require(args.mask_dir, "masks") if beta > 0 else None
         for i in indices:
-            result = treat(args, Path(args.work_dir) / "depth" / f"{variant}_layer{i}", alpha, beta,
-                           channel_layers=str(i) if alpha > 0 else args.channel_layers,
-                           spatial_layers=str(i) if beta > 0 else args.spatial_layers,
-                           mask_dir=mask_dir, grad_dir=str(grad_dir))
-            rows.append(row(i, variant, result, layer=names[i],
-                            depth_from_input=len(names) - i))
-    return rows, {"x_label": "constrained conv layer (1 = first conv from the input)",
+            run = Treatment(Path(args.work_dir) / "depth" / f"{variant}_layer{i}", alpha, beta,
+                            channel_layers=str(i) if alpha > 0 else args.channel_layers,
+                            spatial_layers=str(i) if beta > 0 else args.spatial_layers,
+                            mask_dir=mask_dir, grad_dir=grad_dir)
+            plan.append(Planned(run, i, variant, {"layer": names[i],
+                                                  "depth_from_input": len(names) - i}))
+    return plan, {"x_label": "constrained conv layer (1 = first conv from the input)",
                   "x_key": "depth_from_input", "setting_name": "layer (0 = last conv)",
                   "extra_columns": (("layer", "module"), ("depth_from_input", "conv # from input")),
                   "title": "Fig. 6: gain vs constrained layer depth",
@@ -208,42 +237,42 @@ def annotate(args: argparse.Namespace, per_class: int, folder: Path) -> tuple[Pa
     return mask_dir, len(list(mask_dir.rglob("*.png")))
 
 
-def study_annotations(args: argparse.Namespace) -> tuple[list[dict], dict]:
+def study_annotations(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     _require(args.low_dir, "low-confidence images (sift/low)")
     _require(args.gt_mask_dir, "ground-truth masks of the training images")
     counts = parse_ints(args.settings)
     train_images = len(loaders.build_dataset(args.data_name, args.data_dir, "train"))
     folders = {k: Path(args.work_dir) / "annotations" / f"per_class{k}" for k in counts}
     masks = {k: annotate(args, k, folders[k]) if k > 0 else (None, 0) for k in counts}
-    rows = []
+    plan = []
     for variant in args.variants:
         alpha, beta = variant_weights(args, variant)
         for k in counts:
             mask_dir, annotated = masks[k]
             # no masks: the spatial term is 0 for every image, so run without it
             if not annotated and alpha == 0:
-                result = control(args)
+                run = control(args)
             else:
-                result = treat(args, folders[k] / variant, alpha, beta if annotated else 0.0,
-                               args.channel_layers, args.spatial_layers, mask_dir)
-            rows.append(row(k, variant, result, annotated=annotated,
-                            ratio=annotated / train_images))
-    return rows, {"x_label": "annotated images per class", "x_key": "setting",
+                run = Treatment(folders[k] / variant, alpha, beta if annotated else 0.0,
+                                args.channel_layers, args.spatial_layers, mask_dir)
+            plan.append(Planned(run, k, variant, {"annotated": annotated,
+                                                  "ratio": annotated / train_images}))
+    return plan, {"x_label": "annotated images per class", "x_key": "setting",
                   "setting_name": "per class",
                   "extra_columns": (("annotated", "annotated images"), ("ratio", "share of train")),
                   "title": "Table 2: gain vs annotated images"}
 
 
-def study_expansion(args: argparse.Namespace) -> tuple[list[dict], dict]:
+def study_expansion(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     mask_dir = _require(args.mask_dir, "masks")
-    rows = []
+    plan = []
     for variant in args.variants:
         alpha, beta = variant_weights(args, variant)
         for e in parse_ints(args.settings):
-            result = treat(args, Path(args.work_dir) / "expansion" / f"{variant}_px{e}", alpha,
-                           beta, args.channel_layers, args.spatial_layers, mask_dir, expand_px=e)
-            rows.append(row(e, variant, result))
-    return rows, {"x_label": "mask expansion e (pixels)", "x_key": "setting",
+            run = Treatment(Path(args.work_dir) / "expansion" / f"{variant}_px{e}", alpha, beta,
+                            args.channel_layers, args.spatial_layers, mask_dir, expand_px=e)
+            plan.append(Planned(run, e, variant))
+    return plan, {"x_label": "mask expansion e (pixels)", "x_key": "setting",
                   "setting_name": "expand px", "extra_columns": (),
                   "title": "Table 3: gain vs mask expansion"}
 
@@ -379,6 +408,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     common.add_argument("--workers", type=int, default=0)
     common.add_argument("--no_progress", action="store_true")
     add_device_args(common)
+    jobs.add_launcher_args(common)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=fmt)
     sub = p.add_subparsers(dest="study", required=True)
     for name, (_, _, _, text) in STUDIES.items():
@@ -402,7 +432,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     args.high_dir = args.high_dir or exp / "sift" / "high"
     args.low_dir = args.low_dir or exp / "sift" / "low"
     args.gt_mask_dir = args.gt_mask_dir or Path(args.data_dir) / "masks" / "train"
-    args.work_dir = args.work_dir or exp / "ablation"
+    args.work_dir = Path(args.work_dir or exp / "ablation")
     return args
 
 
@@ -410,8 +440,21 @@ def main(args: argparse.Namespace) -> list[dict]:
     args = resolve_paths(args)
     _require(args.ori_model_path, "trained classifier")
     study = STUDIES[args.study][0]
-    rows, info = study(args)
-    ctrl = None if args.no_control else row("control", "control", control(args))
+    plan, info = study(args)
+    runs = [p.run for p in plan] + ([] if args.no_control else [control(args)])
+    work = Path(args.work_dir)
+    tasks = {str(run.run_dir.relative_to(work)): (args, run) for run in runs}
+    print(f"{len(tasks)} treatment run(s): {jobs.describe(args)}", flush=True)
+    outcomes = jobs.run_jobs(run_treatment, tasks, args, args.job_dir or work / "jobs",
+                             lambda msg: print(msg, flush=True), catch=())
+    failed = [name for name, out in outcomes.items() if not out.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed: {', '.join(failed)}; rerun to retry "
+                           f"them (finished runs are reused)")
+    result = {run.run_dir: outcomes[name].result for name, (_, run) in tasks.items()}
+    rows = [row(p.setting, p.variant, result[p.run.run_dir], **p.extra) for p in plan]
+    ctrl = None if args.no_control else \
+        row("control", "control", result[control(args).run_dir])
     table = format_table(args.study, rows, info, ctrl, args)
     out = Path(args.out_dir)
     atomic_write_text(out / f"ablation_{args.study}.md", table)

@@ -38,6 +38,7 @@ from typing import Callable
 
 import loaders
 import models
+from scripts import jobs
 from utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -385,6 +386,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(e.g. grad_calculate.extra_args=...)")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--report_only", action="store_true", help="only tabulate what exists")
+    jobs.add_launcher_args(p)
     return p
 
 
@@ -397,7 +399,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         if unknown:
             raise SystemExit(f"unknown {kind} {unknown}; valid: {', '.join(sorted(valid))}")
     # the scripts cd to the repository root: hand them absolute paths
-    for key in ("result_root", "data_root", "out_dir"):
+    for key in ("result_root", "data_root", "out_dir") + (("job_dir",) if args.job_dir else ()):
         setattr(args, key, getattr(args, key).resolve())
     env = {}
     for item in args.extra_env:
@@ -409,6 +411,12 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def run_cell_job(args: argparse.Namespace, cell: Cell) -> str:
+    """One cell, as a job: its own runner, so the job's environment (GPUs) reaches the scripts."""
+    run_cell(Runner(args.extra_env, args.dry_run), args, cell)
+    return cell.name
+
+
 def main(args: argparse.Namespace) -> int:
     args = resolve_args(args)
     missing = [d for d in args.datasets if not data_ready(args.data_root / d)]
@@ -418,25 +426,26 @@ def main(args: argparse.Namespace) -> int:
         for data in missing:
             log(f"{data}: missing data: {args.data_root / data}/{{train,test}} not found; prepare "
                 f"it with `{prepare_hint(data, args.data_root / data)}`. Its cells are skipped.")
-        runner = Runner(args.extra_env, args.dry_run)
-        for model in args.models:
-            for data in (d for d in args.datasets if d not in missing):
-                for seed in args.seeds:
-                    cell = Cell(model, data, seed)
-                    try:
-                        run_cell(runner, args, cell)
-                    except StepFailed as e:
-                        log(f"{cell.name}: FAILED: {e}; going on with the next cell")
-                        failed.append(cell.name)
-                        status[(model, data)] = "failed"
+        cells = [Cell(model, data, seed) for model in args.models
+                 for data in args.datasets if data not in missing for seed in args.seeds]
+        if args.dry_run:
+            args.launcher = "none"   # printing the commands is no job
+        log(f"{len(cells)} cell(s): {jobs.describe(args)}")
+        outcomes = jobs.run_jobs(run_cell_job, {c.name: (args, c) for c in cells}, args,
+                                 args.job_dir or args.result_root / "jobs", log,
+                                 catch=(StepFailed,))
+        for cell in cells:
+            if not outcomes[cell.name].ok:
+                failed.append(cell.name)
+                status[(cell.model, cell.data)] = "failed"
     if args.dry_run:
         log("dry run: nothing ran, no table written")
         return 0
     write_tables(args, status)
     if failed:
-        log(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
+        log(f"{len(failed)} cell(s) failed: {', '.join(failed)}; rerun to retry them "
+            f"(finished steps are skipped)")
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main(get_args_parser().parse_args()))
