@@ -23,7 +23,9 @@ seed=${seed:-0}
 workers=${workers:-0}
 device_index=${device_index:-}
 exp_dir=${exp_dir:-${result_path}/${exp_name}}
-mask_dir=${mask_dir:-${exp_dir}/masks}
+layout=$("$PYTHON" -m scripts.dirs "$exp_dir")   # the folders: python -m scripts.dirs --help
+eval "$layout"
+mask_dir=${mask_dir:-$exp_masks}
 table_dir=${table_dir:-results}
 
 "$PYTHON" -m scripts.ablation expansion \

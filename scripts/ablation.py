@@ -45,10 +45,11 @@ from core.channel_stats import ChannelStatistics  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import labelme_to_mask, synthetic_labelme  # noqa: E402
 from scripts import jobs  # noqa: E402
+from scripts.dirs import LABELS, ExperimentDirs, variant_weights  # noqa: E402
+from scripts.dirs import VARIANTS as PAPER_VARIANTS  # noqa: E402
 from utils import add_device_args, atomic_write_text  # noqa: E402
 
-VARIANTS = ("channel", "space", "all")
-VARIANT_LABEL = {"channel": "+Channel", "space": "+Space", "all": "+All", "control": "control"}
+VARIANTS = tuple(v for v in PAPER_VARIANTS if v != "control")   # the control runs anyway
 # arguments of a treatment run that must match for a finished run to be reused
 RUN_KEYS = ("model_name", "data_name", "data_dir", "ori_model_path", "grad_dir", "mask_dir",
             "alpha", "beta", "channel_layers", "spatial_layers", "expand_px", "grad_mode",
@@ -73,7 +74,7 @@ def treat(args: argparse.Namespace, run_dir: Path, alpha: float, beta: float,
     """One ``train_model_doctor`` run into ``run_dir/models``; returns its ``result.json``.
 
     A finished run with the same arguments is reused, an unfinished one resumed."""
-    model_dir = run_dir / "models"
+    model_dir = ExperimentDirs(run_dir).models
     argv = ["--model_name", args.model_name, "--data_name", args.data_name,
             "--data_dir", str(args.data_dir), "--ori_model_path", str(args.ori_model_path),
             "--model_dir", str(model_dir), "--grad_dir", str(grad_dir or args.grad_dir),
@@ -133,11 +134,6 @@ def control(args: argparse.Namespace) -> Treatment:
     return Treatment(Path(args.work_dir) / "control", 0.0, 0.0)
 
 
-def variant_weights(args: argparse.Namespace, variant: str) -> tuple[float, float]:
-    return {"channel": (args.alpha, 0.0), "space": (0.0, args.beta),
-            "all": (args.alpha, args.beta)}[variant]
-
-
 def row(setting, variant: str, result: dict, **extra) -> dict:
     base = result["epoch0_acc"]
     return {"setting": setting, "variant": variant, "epoch0_acc": base,
@@ -166,7 +162,7 @@ def layer_names(args: argparse.Namespace) -> list[str]:
 def depth_statistics(args: argparse.Namespace, indices: list[int], names: list[str]) -> Path:
     """Channel statistics for every studied layer in ``work_dir/depth/grads`` (reused when
     the file holds those layers with the same settings)."""
-    grad_dir = Path(args.work_dir) / "depth" / "grads"
+    grad_dir = ExperimentDirs(Path(args.work_dir) / "depth").grads
     wanted = {"noise_draws": args.noise_draws, "noise_delta": args.noise_delta,
               "grad_mode": args.grad_mode, "model_path": str(args.ori_model_path),
               "data_path": str(args.high_dir)}
@@ -201,7 +197,7 @@ def study_depth(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     grad_dir = depth_statistics(args, indices, names)
     plan = []
     for variant in args.variants:
-        alpha, beta = variant_weights(args, variant)
+        alpha, beta = variant_weights(variant, args.alpha, args.beta)
         mask_dir = _require(args.mask_dir, "masks") if beta > 0 else None
         for i in indices:
             run = Treatment(Path(args.work_dir) / "depth" / f"{variant}_layer{i}", alpha, beta,
@@ -220,7 +216,7 @@ def study_depth(args: argparse.Namespace) -> tuple[list[Planned], dict]:
 def annotate(args: argparse.Namespace, per_class: int, folder: Path) -> tuple[Path, int]:
     """Simulated annotation of the first ``per_class`` low-confidence images of each class:
     labelme JSON traced from ground-truth masks → masks. Returns ``(mask_dir, count)``."""
-    json_dir, mask_dir = folder / "labelme", folder / "masks"
+    json_dir, mask_dir = ExperimentDirs(folder).labelme, ExperimentDirs(folder).masks
     with contextlib.suppress(FileNotFoundError):
         for old in list(json_dir.rglob("*.json")) + list(mask_dir.rglob("*.png")):
             old.unlink()   # a folder per k, but an earlier sift may have chosen other images
@@ -246,7 +242,7 @@ def study_annotations(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     masks = {k: annotate(args, k, folders[k]) if k > 0 else (None, 0) for k in counts}
     plan = []
     for variant in args.variants:
-        alpha, beta = variant_weights(args, variant)
+        alpha, beta = variant_weights(variant, args.alpha, args.beta)
         for k in counts:
             mask_dir, annotated = masks[k]
             # no masks: the spatial term is 0 for every image, so run without it
@@ -267,7 +263,7 @@ def study_expansion(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     mask_dir = _require(args.mask_dir, "masks")
     plan = []
     for variant in args.variants:
-        alpha, beta = variant_weights(args, variant)
+        alpha, beta = variant_weights(variant, args.alpha, args.beta)
         for e in parse_ints(args.settings):
             run = Treatment(Path(args.work_dir) / "expansion" / f"{variant}_px{e}", alpha, beta,
                             args.channel_layers, args.spatial_layers, mask_dir, expand_px=e)
@@ -319,7 +315,7 @@ def format_table(study: str, rows: list[dict], info: dict, ctrl: dict | None,
     for r in rows:
         extra = [f"{100 * r[k]:.1f}%" if k == "ratio" else str(r[k])
                  for k, _ in info["extra_columns"]]
-        cells = [VARIANT_LABEL[r["variant"]], str(r["setting"])] + extra + \
+        cells = [LABELS[r["variant"]], str(r["setting"])] + extra + \
             [pct(r["best_acc"]), pct(r["gain_best"], True), pct(r["final_acc"]),
              pct(r["gain_final"], True)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -333,9 +329,9 @@ def plot_gains(rows: list[dict], info: dict, ctrl: dict | None, path: Path, titl
         sub = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r[info["x_key"]])
         x = [r[info["x_key"]] for r in sub]
         ax.plot(x, [100 * r["gain_best"] for r in sub], "o-", color=f"C{i}",
-                label=f"{VARIANT_LABEL[variant]} (best epoch)")
+                label=f"{LABELS[variant]} (best epoch)")
         ax.plot(x, [100 * r["gain_final"] for r in sub], "s--", color=f"C{i}", alpha=0.6,
-                label=f"{VARIANT_LABEL[variant]} (final epoch)")
+                label=f"{LABELS[variant]} (final epoch)")
     ax.axhline(0, color="k", lw=0.8)
     if ctrl is not None:
         ax.axhline(100 * ctrl["gain_final"], color="gray", ls=":",
@@ -417,7 +413,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
-    exp = Path(args.exp_dir)
+    exp = ExperimentDirs(args.exp_dir)
     _, variant, settings, _ = STUDIES[args.study]
     args.variants = [v.strip() for v in (args.variants or variant).split(",") if v.strip()]
     for v in args.variants:
@@ -426,13 +422,13 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     if args.study != "depth" and "channel" in args.variants:
         raise ValueError(f"{args.study} varies the spatial constraint: use --variants space or all")
     args.settings = args.settings or settings
-    args.ori_model_path = args.ori_model_path or exp / "models" / "model_ori.pth"
-    args.grad_dir = args.grad_dir or exp / "grads"
-    args.mask_dir = args.mask_dir or exp / "masks"
-    args.high_dir = args.high_dir or exp / "sift" / "high"
-    args.low_dir = args.low_dir or exp / "sift" / "low"
+    args.ori_model_path = args.ori_model_path or exp.model_ori
+    args.grad_dir = args.grad_dir or exp.grads
+    args.mask_dir = args.mask_dir or exp.masks
+    args.high_dir = args.high_dir or exp.high
+    args.low_dir = args.low_dir or exp.low
     args.gt_mask_dir = args.gt_mask_dir or Path(args.data_dir) / "masks" / "train"
-    args.work_dir = Path(args.work_dir or exp / "ablation")
+    args.work_dir = Path(args.work_dir or exp.ablation)
     return args
 
 

@@ -39,6 +39,7 @@ from typing import Callable
 import loaders
 import models
 from scripts import jobs
+from scripts.dirs import NEEDS_MASKS, VARIANTS, ExperimentDirs, variant_weights
 from utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,8 +57,6 @@ DATA_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "C
                "mnin": "mini-ImageNet"}
 PAPER_MODELS, PAPER_DATASETS = tuple(PAPER_NAMES), tuple(DATA_TITLES)
 PAPER_CSV = REPO / "scripts" / "paper_table1.csv"
-VARIANTS = ("control", "channel", "space", "all")
-NEEDS_MASKS = ("space", "all")
 METRICS = ("final", "best", "best_treated")
 DASH = "–"
 
@@ -106,21 +105,9 @@ class Cell:
         return f"{self.model}_{self.data}_s{self.seed}"
 
 
-class CellDirs:
-    """Where the scripts write one cell's outputs (their own default layout)."""
-
-    def __init__(self, result_root: Path, cell: Cell):
-        self.root = result_root / cell.name
-        self.models = self.root / "models"
-        self.high, self.low = self.root / "sift" / "high", self.root / "sift" / "low"
-        self.grads, self.masks = self.root / "grads", self.root / "masks"
-        self.labelme = self.root / "labelme"
-
-    def variant(self, name: str) -> Path:
-        return self.root / name / "models"
-
-    def runs(self, name: str) -> Path:
-        return self.root / "runs" / name
+def CellDirs(result_root: Path, cell: Cell) -> ExperimentDirs:  # noqa: N802 (reads as a layout)
+    """Where the scripts write one cell's outputs: the experiment ``RESULT_ROOT/<cell>``."""
+    return ExperimentDirs.of(result_root, cell.name)
 
 
 class StepFailed(RuntimeError):
@@ -175,7 +162,7 @@ def run_cell(runner: Runner, args, cell: Cell) -> None:
     common = {"model_name": cell.model, "data_name": cell.data, "seed": str(cell.seed),
               "result_path": str(args.result_root), "exp_name": cell.name,
               "data_dir": str(data_dir)}
-    model_ori = d.models / "model_ori.pth"
+    model_ori = d.model_ori
 
     def bash(label: str, done: Callable[[], bool], script: str, **env) -> None:
         runner.step(cell, label, done, ["bash", str(REPO / "scripts" / script)],
@@ -206,12 +193,10 @@ def run_cell(runner: Runner, args, cell: Cell) -> None:
             f"with `image_dir={d.low} bash scripts/annotate.sh`, then "
             f"`json_dir={d.low} mask_dir={d.masks} bash scripts/labelme_to_mask.sh`, and rerun.")
 
-    weights = {"control": (0, 0), "channel": (args.alpha, 0), "space": (0, args.beta),
-               "all": (args.alpha, args.beta)}
     for variant in VARIANTS:
         if variant in NEEDS_MASKS and not masks:
             continue
-        alpha, beta = weights[variant]
+        alpha, beta = variant_weights(variant, args.alpha, args.beta)
         out = d.variant(variant)
         bash(variant, lambda out=out: (out / "result.json").is_file(),
              "train_model_doctor.sh", variant=variant, alpha=alpha, beta=beta,
