@@ -170,3 +170,21 @@ def test_ablation_writes_table_and_plot(experiment, tmp_path, study, settings):
         again = ablation.main(ablation.get_args_parser().parse_args(argv))
         assert done.stat().st_mtime_ns == stamp
         assert [r["final_acc"] for r in again] == [r["final_acc"] for r in rows]
+
+
+@pytest.mark.e2e
+def test_ablation_runs_each_treatment_as_a_local_job(experiment, tmp_path):
+    """--launcher local: every treatment run (and the control) is its own submitit job; the
+    table equals the one of the in-process runs with the same arguments."""
+    data, exp, _ = experiment
+    argv = ["expansion", "--exp_dir", str(exp), "--model_name", "smallcnn", "--data_name",
+            "digits", "--data_dir", str(data), "--settings", "0,1", "--num_epochs", "1",
+            "--batch_size", "9", "--work_dir", str(tmp_path / "work"), "--no_progress",
+            "--device", "cpu", "--out_dir", str(tmp_path / "res")]
+    local = ablation.main(ablation.get_args_parser().parse_args(
+        argv + ["--launcher", "local", "--parallel", "2", "--time_min", "10"]))
+    jobs_dir = tmp_path / "work" / "jobs"
+    assert len(list(jobs_dir.glob("*/*_result.pkl"))) == 3   # 2 settings + the control
+    argv[argv.index("--work_dir") + 1] = str(tmp_path / "again")
+    inline = ablation.main(ablation.get_args_parser().parse_args(argv))
+    assert [r["final_acc"] for r in local] == [r["final_acc"] for r in inline]
