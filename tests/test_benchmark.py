@@ -2,6 +2,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 import models
@@ -79,6 +80,7 @@ def test_released_losses_equal_ours_times_batch():
     assert not model._forward_hooks and all(not m._forward_hooks for m in model.modules())
 
 
+@pytest.mark.e2e
 def test_benchmark_tiny_writes_report(tmp_path):
     data = make_image_folder(tmp_path / "data", num_classes=3, per_class=20, channels=1)
     out = tmp_path / "out"

@@ -272,6 +272,7 @@ def test_mask_to_labelme_drops_specks():
     assert len(mask_to_labelme(mask, "x.png")["shapes"]) == 1
 
 
+@pytest.mark.e2e
 def test_synthetic_cli_then_mask_cli(tmp_path):
     images, gt = tmp_path / "sift" / "low", tmp_path / "gt"
     for cls in ("cat", "dog"):

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from scripts import shortcut_benchmark
 
@@ -24,6 +25,7 @@ def write_idx(folder: Path, per_class: int = 14, size: int = 28):
             (folder / f"{stem}.gz").write_bytes(gzip.compress(header + array.tobytes()))
 
 
+@pytest.mark.e2e
 def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     write_idx(tmp_path / "raw")
     argv = ["--base_data", "mnist", "--source", str(tmp_path / "raw"),
@@ -56,6 +58,7 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     assert json.loads((tmp_path / "results" / "shortcut.json").read_text())["rows"] == rows
 
 
+@pytest.mark.e2e
 def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
     write_idx(tmp_path / "raw", per_class=8)
     args = shortcut_benchmark.get_args_parser().parse_args([

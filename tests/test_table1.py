@@ -129,6 +129,7 @@ def test_dry_run_and_bad_names(tmp_path):
         run_driver("--extra_env", "workers", "--report_only", "--out_dir", tmp_path / "x")
 
 
+@pytest.mark.e2e
 def test_driver_tiny_grid_resumes(tmp_path):
     data_root = tmp_path / "data"
     make_image_folder(data_root / "digits", num_classes=3, per_class=6, size=32, channels=1)
