@@ -23,11 +23,11 @@ seed=${seed:-0}
 workers=${workers:-0}
 device_index=${device_index:-}
 exp_dir=${exp_dir:-${result_path}/${exp_name}}
-layout=$("$PYTHON" -m scripts.dirs "$exp_dir")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "$exp_dir")   # folders: scripts/dirs.py
 eval "$layout"
 mask_dir=${mask_dir:-$exp_masks}
 table_dir=${table_dir:-results}
-launcher=${launcher:-none}            # none: runs one after another here | local: submitit jobs on this machine | slurm
+launcher=${launcher:-none}            # none (in this process) | local (submitit, here) | slurm
 parallel=${parallel:-1}               # treatment runs at once (local processes / Slurm array)
 partition=${partition:-}              # Slurm partition; empty: the cluster's default
 gpus_per_job=${gpus_per_job:-0}       # GPUs per run (local: handed out in turn; 0 on a CPU)

@@ -9,7 +9,7 @@ model_name=${model_name:-resnet34}
 data_name=${data_name:-decoy_digits}
 exp_name=${exp_name:-${model_name}_${data_name}}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
 eval "$layout"
 image_dir=${image_dir:-$exp_sift_low}  # mode=low image_sift.sh, <class>/<stem>.<ext>
 json_dir=${json_dir:-}                   # empty = save each JSON beside its image

@@ -18,7 +18,7 @@ grad_mode=${grad_mode:-}              # empty: the statistics' own
 num_overlays=${num_overlays:-8}       # images per overlay figure
 workers=${workers:-2}
 device_index=${device_index:-}        # empty: --device auto
-layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
 eval "$layout"
 model_path=${model_path:-$exp_model_ori}
 data_dir=${data_dir:-data/${data_name}}

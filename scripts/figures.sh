@@ -20,7 +20,7 @@ layer=${layer:-0}                         # conv layer of the maps (0 = last)
 device_index=${device_index:-}
 exp_dir=${exp_dir:-${result_path}/${exp_name}}
 out_dir=${out_dir:-results}
-layout=$("$PYTHON" -m scripts.dirs "$exp_dir")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "$exp_dir")   # folders: scripts/dirs.py
 eval "$layout"
 variant_layout() { layout=$("$PYTHON" -m scripts.dirs "$exp_dir" "$1") && eval "$layout"; }
 run_test() {  # model_path result_file

@@ -21,7 +21,7 @@ workers=${workers:-2}
 device_index=${device_index:-}        # empty: --device auto
 nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
 nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
-layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
 eval "$layout"
 model_path=${model_path:-$exp_model_ori}
 data_dir=${data_dir:-data/${data_name}}

@@ -9,7 +9,7 @@ model_name=${model_name:-resnet34}
 data_name=${data_name:-decoy_digits}
 exp_name=${exp_name:-${model_name}_${data_name}}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
 eval "$layout"
 json_dir=${json_dir:-$exp_sift_low}  # labelme files, <class>/<stem>.json (beside the images by default)
 mask_dir=${mask_dir:-$exp_masks}     # train_model_doctor.sh reads it

@@ -14,7 +14,7 @@ in_channels=${in_channels:-}
 num_classes=${num_classes:-}
 data_dir=${data_dir:-data/${data_name}}
 data_type=${data_type:-test}
-layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
 eval "$layout"
 model_path=${model_path:-$exp_model_ori}
 num_images=${num_images:-100}         # correctly classified images (paper: 100)

@@ -33,7 +33,7 @@ beta=${beta:-1.0}                             # spatial constraint weight
 gamma=${gamma:-0.3}                           # background-kernel weight (chosen on the shortcut benchmark's val split)
 expand_px=${expand_px:-2}                     # mask expansion at 32 px
 table_dir=${table_dir:-results}
-layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
 eval "$layout"
 common="--no_progress"
 start=$(date +%s)

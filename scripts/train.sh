@@ -20,7 +20,7 @@ data_mode=${data_mode:-auto}          # memory (decode once, batch augmentation;
 device_index=${device_index:-}        # empty: --device auto
 nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
 nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
-layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
 eval "$layout"
 data_dir=${data_dir:-data/${data_name}}
 model_dir=${model_dir:-$exp_models}

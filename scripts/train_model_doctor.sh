@@ -40,7 +40,7 @@ kernel_tau=${kernel_tau:-0.5}
 replay_annotated=${replay_annotated:-0}  # annotated images appended to every batch
 init=${init:-pretrained}
 variant=${variant:-doctor}            # names the output folder
-layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}" "$variant")   # the folders: python -m scripts.dirs --help
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}" "$variant")   # folders: scripts/dirs.py
 eval "$layout"
 data_dir=${data_dir:-data/${data_name}}
 ori_model_path=${ori_model_path:-$exp_model_ori}
