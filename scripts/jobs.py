@@ -60,7 +60,7 @@ def run_jobs(fn: Callable, tasks: dict[str, tuple], opts: argparse.Namespace, jo
     cell; any other one propagates, as a bug should."""
     if opts.parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {opts.parallel}")
-    if opts.launcher == "none":
+    if opts.launcher == "none" or not tasks:
         return {name: _in_process(fn, args, catch, name, log) for name, args in tasks.items()}
     if opts.launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {opts.launcher!r}; valid: {', '.join(LAUNCHERS)}")
