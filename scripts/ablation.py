@@ -21,6 +21,10 @@ be told apart from the effect of more training. Runs go to ``exp_dir/ablation/<s
 and are reused when their recorded arguments match; after retraining ``model_ori.pth`` pass
 ``--rerun`` (the reuse check does not look at the weights).
 
+Every treatment run (and the control) is one job (``scripts/jobs.py``: ``--launcher
+none|local|slurm``); a failed run stops the study after the others finish, and the next call
+retries it, reusing the finished ones.
+
 Writes ``out_dir/ablation_<study>.md`` (table), ``.png`` (gain vs setting) and ``.json``.
 """
 from __future__ import annotations

@@ -12,12 +12,16 @@ Masks: a cell has them if ``<cell>/masks`` holds files (human labelme annotation
 ``<cell>/sift/low``, see scripts/annotate.sh), or if the dataset has ground-truth masks
 (``DATA/masks/train``), from which the annotation is simulated as in the quickstart.
 +Space and +All run only with masks. A cell whose dataset is not prepared is skipped.
+Each cell is one job (``scripts/jobs.py``, submitit): ``--launcher local --parallel N`` runs N
+cells at once on this machine, ``--launcher slurm`` submits a Slurm job array; a failed cell is
+reported, the others go on, and the next run retries it.
 
 Then ``OUT_DIR/table1.{md,csv}`` show the paper's layout (per model "base / +All" and
 "+Space / +Channel", gains in accuracy points vs base, mean +- std over seeds), a plain
 fine-tune control, and the published numbers (``scripts/paper_table1.csv``) beside ours.
 
     python -m scripts.table1 --models vgg16 resnet50 --datasets cifar10 stl10 --seeds 0 1 2
+    python -m scripts.table1 --launcher slurm --partition gpu --gpus_per_job 1 --parallel 48
     python -m scripts.table1 --report_only
 """
 from __future__ import annotations
