@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script: see _bootstrap.py beside this file
+    import _bootstrap  # noqa: F401
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -21,12 +21,12 @@ import csv
 import io
 import json
 import random
-import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script: see _bootstrap.py beside this file
+    import _bootstrap  # noqa: F401
 
 import matplotlib  # noqa: E402
 

@@ -36,7 +36,8 @@ import PIL.Image
 from labelme.utils import apply_exif_orientation, img_b64_to_arr, shapes_to_label
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script
+if not __package__:  # run as a script: see _bootstrap.py beside this file
+    import _bootstrap  # noqa: F401
 from utils.io import atomic_write, safe_child  # noqa: E402
 
 IGNORE_LABEL = "__ignore__"

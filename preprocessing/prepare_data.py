@@ -13,16 +13,10 @@ Re-running skips files that already exist, so an interrupted run can simply be r
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[1]
-# Run as a script, Python puts preprocessing/ first on sys.path, where cifar.py, mnist.py, ...
-# would shadow same-named top-level modules; the repository root takes its place.
-if sys.path and Path(sys.path[0] or ".").resolve() == _REPO / "preprocessing":
-    sys.path.pop(0)
-sys.path.insert(0, str(_REPO))
+if not __package__:  # run as a script: see _bootstrap.py beside this file
+    import _bootstrap  # noqa: F401
 
 # Importing the format modules registers their converters.
 from preprocessing import (  # noqa: E402,F401

@@ -23,7 +23,8 @@ import labelme
 import numpy as np
 import PIL.Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script
+if not __package__:  # run as a script: see _bootstrap.py beside this file
+    import _bootstrap  # noqa: F401
 from preprocessing.labelme_to_mask import IMAGE_EXTS, image_size as read_image_size  # noqa: E402
 from utils.io import atomic_write_text, safe_child  # noqa: E402
 

@@ -29,8 +29,14 @@ workers=${workers:-0}
 device_index=${device_index:-}
 exp_dir=${exp_dir:-${result_path}/${exp_name}}
 table_dir=${table_dir:-results}
+launcher=${launcher:-none}            # none (in this process) | local (submitit, here) | slurm
+parallel=${parallel:-1}               # treatment runs at once (local processes / Slurm array)
+partition=${partition:-}              # Slurm partition; empty: the cluster's default
+gpus_per_job=${gpus_per_job:-0}       # GPUs per run (local: handed out in turn; 0 on a CPU)
+cpus_per_job=${cpus_per_job:-}        # Slurm CPUs per run; empty: the cluster's default
+time_min=${time_min:-2880}            # time limit of one run (minutes)
 
-"$PYTHON" scripts/ablation.py annotations \
+"$PYTHON" -m scripts.ablation annotations \
   --exp_dir "$exp_dir" \
   --model_name "$model_name" \
   --data_name "$data_name" \
@@ -48,4 +54,10 @@ table_dir=${table_dir:-results}
   --workers "$workers" \
   ${device_index:+--device_index "$device_index"} \
   --out_dir "$table_dir" \
+  --launcher "$launcher" \
+  --parallel "$parallel" \
+  ${partition:+--partition "$partition"} \
+  --gpus_per_job "$gpus_per_job" \
+  ${cpus_per_job:+--cpus_per_job "$cpus_per_job"} \
+  --time_min "$time_min" \
   ${extra_args:-}

@@ -1,8 +1,8 @@
 """Ablation studies of the paper on one trained experiment: train once, vary one setting.
 
-    python scripts/ablation.py depth       --exp_dir output/quickstart/smallcnn_decoy_digits ...
-    python scripts/ablation.py annotations --exp_dir ... --settings 0,5,10,20
-    python scripts/ablation.py expansion   --exp_dir ... --settings 0,1,2,4
+    python -m scripts.ablation depth       --exp_dir output/quickstart/smallcnn_decoy_digits ...
+    python -m scripts.ablation annotations --exp_dir ... --settings 0,5,10,20
+    python -m scripts.ablation expansion   --exp_dir ... --settings 0,1,2,4
 
 * ``depth`` (Fig. 6): channel statistics for conv layers ``0..L`` (0 = last conv), then one
   treatment per layer with ``--channel_layers i`` (and/or ``--spatial_layers i`` for the
@@ -21,6 +21,10 @@ be told apart from the effect of more training. Runs go to ``exp_dir/ablation/<s
 and are reused when their recorded arguments match; after retraining ``model_ori.pth`` pass
 ``--rerun`` (the reuse check does not look at the weights).
 
+Every treatment run (and the control) is one job (``scripts/jobs.py``: ``--launcher
+none|local|slurm``); a failed run stops the study after the others finish, and the next call
+retries it, reusing the finished ones.
+
 Writes ``out_dir/ablation_<study>.md`` (table), ``.png`` (gain vs setting) and ``.json``.
 """
 from __future__ import annotations
@@ -28,10 +32,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import matplotlib  # noqa: E402
 
@@ -46,10 +48,12 @@ from core import grad_calculate  # noqa: E402
 from core.channel_stats import ChannelStatistics  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import labelme_to_mask, synthetic_labelme  # noqa: E402
+from scripts import jobs  # noqa: E402
+from scripts.dirs import LABELS, ExperimentDirs, variant_weights  # noqa: E402
+from scripts.dirs import VARIANTS as PAPER_VARIANTS  # noqa: E402
 from utils import add_device_args, atomic_write_text  # noqa: E402
 
-VARIANTS = ("channel", "space", "all")
-VARIANT_LABEL = {"channel": "+Channel", "space": "+Space", "all": "+All", "control": "control"}
+VARIANTS = tuple(v for v in PAPER_VARIANTS if v != "control")   # the control runs anyway
 # arguments of a treatment run that must match for a finished run to be reused
 RUN_KEYS = ("model_name", "data_name", "data_dir", "ori_model_path", "grad_dir", "mask_dir",
             "alpha", "beta", "channel_layers", "spatial_layers", "expand_px", "grad_mode",
@@ -74,7 +78,7 @@ def treat(args: argparse.Namespace, run_dir: Path, alpha: float, beta: float,
     """One ``train_model_doctor`` run into ``run_dir/models``; returns its ``result.json``.
 
     A finished run with the same arguments is reused, an unfinished one resumed."""
-    model_dir = run_dir / "models"
+    model_dir = ExperimentDirs(run_dir).models
     argv = ["--model_name", args.model_name, "--data_name", args.data_name,
             "--data_dir", str(args.data_dir), "--ori_model_path", str(args.ori_model_path),
             "--model_dir", str(model_dir), "--grad_dir", str(grad_dir or args.grad_dir),
@@ -102,14 +106,36 @@ def treat(args: argparse.Namespace, run_dir: Path, alpha: float, beta: float,
     return train_model_doctor.main(run_args)
 
 
-def control(args: argparse.Namespace) -> dict:
+@dataclass(frozen=True)
+class Treatment:
+    """The settings of one :func:`treat` run: one job of the study."""
+    run_dir: Path
+    alpha: float
+    beta: float
+    channel_layers: str = "0"
+    spatial_layers: str = "0"
+    mask_dir: Path | None = None
+    expand_px: int | None = None
+    grad_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A table row to be: its run, and what the row says about it."""
+    run: Treatment
+    setting: int
+    variant: str
+    extra: dict = field(default_factory=dict)
+
+
+def run_treatment(args: argparse.Namespace, run: Treatment) -> dict:
+    """One job: the run's ``result.json``."""
+    return treat(args, **{f.name: getattr(run, f.name) for f in fields(run)})
+
+
+def control(args: argparse.Namespace) -> Treatment:
     """The fine-tune control: same schedule, no constraint (shared by all studies)."""
-    return treat(args, Path(args.work_dir) / "control", 0.0, 0.0)
-
-
-def variant_weights(args: argparse.Namespace, variant: str) -> tuple[float, float]:
-    return {"channel": (args.alpha, 0.0), "space": (0.0, args.beta),
-            "all": (args.alpha, args.beta)}[variant]
+    return Treatment(Path(args.work_dir) / "control", 0.0, 0.0)
 
 
 def row(setting, variant: str, result: dict, **extra) -> dict:
@@ -140,7 +166,7 @@ def layer_names(args: argparse.Namespace) -> list[str]:
 def depth_statistics(args: argparse.Namespace, indices: list[int], names: list[str]) -> Path:
     """Channel statistics for every studied layer in ``work_dir/depth/grads`` (reused when
     the file holds those layers with the same settings)."""
-    grad_dir = Path(args.work_dir) / "depth" / "grads"
+    grad_dir = ExperimentDirs(Path(args.work_dir) / "depth").grads
     wanted = {"noise_draws": args.noise_draws, "noise_delta": args.noise_delta,
               "grad_mode": args.grad_mode, "model_path": str(args.ori_model_path),
               "data_path": str(args.high_dir)}
@@ -165,7 +191,7 @@ def depth_statistics(args: argparse.Namespace, indices: list[int], names: list[s
     return grad_dir
 
 
-def study_depth(args: argparse.Namespace) -> tuple[list[dict], dict]:
+def study_depth(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     _require(args.high_dir, "high-confidence images (sift/high)")
     names = layer_names(args)
     indices = list(range(len(names))) if args.settings == "all" else parse_ints(args.settings)
@@ -173,18 +199,18 @@ def study_depth(args: argparse.Namespace) -> tuple[list[dict], dict]:
         if not 0 <= i < len(names):
             raise ValueError(f"layer {i} out of range: {args.model_name} has {len(names)} convs")
     grad_dir = depth_statistics(args, indices, names)
-    rows = []
+    plan = []
     for variant in args.variants:
-        alpha, beta = variant_weights(args, variant)
+        alpha, beta = variant_weights(variant, args.alpha, args.beta)
         mask_dir = _require(args.mask_dir, "masks") if beta > 0 else None
         for i in indices:
-            result = treat(args, Path(args.work_dir) / "depth" / f"{variant}_layer{i}", alpha, beta,
-                           channel_layers=str(i) if alpha > 0 else args.channel_layers,
-                           spatial_layers=str(i) if beta > 0 else args.spatial_layers,
-                           mask_dir=mask_dir, grad_dir=str(grad_dir))
-            rows.append(row(i, variant, result, layer=names[i],
-                            depth_from_input=len(names) - i))
-    return rows, {"x_label": "constrained conv layer (1 = first conv from the input)",
+            run = Treatment(Path(args.work_dir) / "depth" / f"{variant}_layer{i}", alpha, beta,
+                            channel_layers=str(i) if alpha > 0 else args.channel_layers,
+                            spatial_layers=str(i) if beta > 0 else args.spatial_layers,
+                            mask_dir=mask_dir, grad_dir=grad_dir)
+            plan.append(Planned(run, i, variant, {"layer": names[i],
+                                                  "depth_from_input": len(names) - i}))
+    return plan, {"x_label": "constrained conv layer (1 = first conv from the input)",
                   "x_key": "depth_from_input", "setting_name": "layer (0 = last conv)",
                   "extra_columns": (("layer", "module"), ("depth_from_input", "conv # from input")),
                   "title": "Fig. 6: gain vs constrained layer depth",
@@ -194,7 +220,7 @@ def study_depth(args: argparse.Namespace) -> tuple[list[dict], dict]:
 def annotate(args: argparse.Namespace, per_class: int, folder: Path) -> tuple[Path, int]:
     """Simulated annotation of the first ``per_class`` low-confidence images of each class:
     labelme JSON traced from ground-truth masks → masks. Returns ``(mask_dir, count)``."""
-    json_dir, mask_dir = folder / "labelme", folder / "masks"
+    json_dir, mask_dir = ExperimentDirs(folder).labelme, ExperimentDirs(folder).masks
     with contextlib.suppress(FileNotFoundError):
         for old in list(json_dir.rglob("*.json")) + list(mask_dir.rglob("*.png")):
             old.unlink()   # a folder per k, but an earlier sift may have chosen other images
@@ -211,42 +237,42 @@ def annotate(args: argparse.Namespace, per_class: int, folder: Path) -> tuple[Pa
     return mask_dir, len(list(mask_dir.rglob("*.png")))
 
 
-def study_annotations(args: argparse.Namespace) -> tuple[list[dict], dict]:
+def study_annotations(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     _require(args.low_dir, "low-confidence images (sift/low)")
     _require(args.gt_mask_dir, "ground-truth masks of the training images")
     counts = parse_ints(args.settings)
     train_images = len(loaders.build_dataset(args.data_name, args.data_dir, "train"))
     folders = {k: Path(args.work_dir) / "annotations" / f"per_class{k}" for k in counts}
     masks = {k: annotate(args, k, folders[k]) if k > 0 else (None, 0) for k in counts}
-    rows = []
+    plan = []
     for variant in args.variants:
-        alpha, beta = variant_weights(args, variant)
+        alpha, beta = variant_weights(variant, args.alpha, args.beta)
         for k in counts:
             mask_dir, annotated = masks[k]
             # no masks: the spatial term is 0 for every image, so run without it
             if not annotated and alpha == 0:
-                result = control(args)
+                run = control(args)
             else:
-                result = treat(args, folders[k] / variant, alpha, beta if annotated else 0.0,
-                               args.channel_layers, args.spatial_layers, mask_dir)
-            rows.append(row(k, variant, result, annotated=annotated,
-                            ratio=annotated / train_images))
-    return rows, {"x_label": "annotated images per class", "x_key": "setting",
+                run = Treatment(folders[k] / variant, alpha, beta if annotated else 0.0,
+                                args.channel_layers, args.spatial_layers, mask_dir)
+            plan.append(Planned(run, k, variant, {"annotated": annotated,
+                                                  "ratio": annotated / train_images}))
+    return plan, {"x_label": "annotated images per class", "x_key": "setting",
                   "setting_name": "per class",
                   "extra_columns": (("annotated", "annotated images"), ("ratio", "share of train")),
                   "title": "Table 2: gain vs annotated images"}
 
 
-def study_expansion(args: argparse.Namespace) -> tuple[list[dict], dict]:
+def study_expansion(args: argparse.Namespace) -> tuple[list[Planned], dict]:
     mask_dir = _require(args.mask_dir, "masks")
-    rows = []
+    plan = []
     for variant in args.variants:
-        alpha, beta = variant_weights(args, variant)
+        alpha, beta = variant_weights(variant, args.alpha, args.beta)
         for e in parse_ints(args.settings):
-            result = treat(args, Path(args.work_dir) / "expansion" / f"{variant}_px{e}", alpha,
-                           beta, args.channel_layers, args.spatial_layers, mask_dir, expand_px=e)
-            rows.append(row(e, variant, result))
-    return rows, {"x_label": "mask expansion e (pixels)", "x_key": "setting",
+            run = Treatment(Path(args.work_dir) / "expansion" / f"{variant}_px{e}", alpha, beta,
+                            args.channel_layers, args.spatial_layers, mask_dir, expand_px=e)
+            plan.append(Planned(run, e, variant))
+    return plan, {"x_label": "mask expansion e (pixels)", "x_key": "setting",
                   "setting_name": "expand px", "extra_columns": (),
                   "title": "Table 3: gain vs mask expansion"}
 
@@ -293,7 +319,7 @@ def format_table(study: str, rows: list[dict], info: dict, ctrl: dict | None,
     for r in rows:
         extra = [f"{100 * r[k]:.1f}%" if k == "ratio" else str(r[k])
                  for k, _ in info["extra_columns"]]
-        cells = [VARIANT_LABEL[r["variant"]], str(r["setting"])] + extra + \
+        cells = [LABELS[r["variant"]], str(r["setting"])] + extra + \
             [pct(r["best_acc"]), pct(r["gain_best"], True), pct(r["final_acc"]),
              pct(r["gain_final"], True)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -307,9 +333,9 @@ def plot_gains(rows: list[dict], info: dict, ctrl: dict | None, path: Path, titl
         sub = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r[info["x_key"]])
         x = [r[info["x_key"]] for r in sub]
         ax.plot(x, [100 * r["gain_best"] for r in sub], "o-", color=f"C{i}",
-                label=f"{VARIANT_LABEL[variant]} (best epoch)")
+                label=f"{LABELS[variant]} (best epoch)")
         ax.plot(x, [100 * r["gain_final"] for r in sub], "s--", color=f"C{i}", alpha=0.6,
-                label=f"{VARIANT_LABEL[variant]} (final epoch)")
+                label=f"{LABELS[variant]} (final epoch)")
     ax.axhline(0, color="k", lw=0.8)
     if ctrl is not None:
         ax.axhline(100 * ctrl["gain_final"], color="gray", ls=":",
@@ -382,6 +408,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     common.add_argument("--workers", type=int, default=0)
     common.add_argument("--no_progress", action="store_true")
     add_device_args(common)
+    jobs.add_launcher_args(common)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=fmt)
     sub = p.add_subparsers(dest="study", required=True)
     for name, (_, _, _, text) in STUDIES.items():
@@ -390,7 +417,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
-    exp = Path(args.exp_dir)
+    exp = ExperimentDirs(args.exp_dir)
     _, variant, settings, _ = STUDIES[args.study]
     args.variants = [v.strip() for v in (args.variants or variant).split(",") if v.strip()]
     for v in args.variants:
@@ -399,13 +426,13 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
     if args.study != "depth" and "channel" in args.variants:
         raise ValueError(f"{args.study} varies the spatial constraint: use --variants space or all")
     args.settings = args.settings or settings
-    args.ori_model_path = args.ori_model_path or exp / "models" / "model_ori.pth"
-    args.grad_dir = args.grad_dir or exp / "grads"
-    args.mask_dir = args.mask_dir or exp / "masks"
-    args.high_dir = args.high_dir or exp / "sift" / "high"
-    args.low_dir = args.low_dir or exp / "sift" / "low"
+    args.ori_model_path = args.ori_model_path or exp.model_ori
+    args.grad_dir = args.grad_dir or exp.grads
+    args.mask_dir = args.mask_dir or exp.masks
+    args.high_dir = args.high_dir or exp.high
+    args.low_dir = args.low_dir or exp.low
     args.gt_mask_dir = args.gt_mask_dir or Path(args.data_dir) / "masks" / "train"
-    args.work_dir = args.work_dir or exp / "ablation"
+    args.work_dir = Path(args.work_dir or exp.ablation)
     return args
 
 
@@ -413,8 +440,21 @@ def main(args: argparse.Namespace) -> list[dict]:
     args = resolve_paths(args)
     _require(args.ori_model_path, "trained classifier")
     study = STUDIES[args.study][0]
-    rows, info = study(args)
-    ctrl = None if args.no_control else row("control", "control", control(args))
+    plan, info = study(args)
+    runs = [p.run for p in plan] + ([] if args.no_control else [control(args)])
+    work = Path(args.work_dir)
+    tasks = {str(run.run_dir.relative_to(work)): (args, run) for run in runs}
+    print(f"{len(tasks)} treatment run(s): {jobs.describe(args)}", flush=True)
+    outcomes = jobs.run_jobs(run_treatment, tasks, args, args.job_dir or work / "jobs",
+                             lambda msg: print(msg, flush=True), catch=())
+    failed = [name for name, out in outcomes.items() if not out.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed: {', '.join(failed)}; rerun to retry "
+                           f"them (finished runs are reused)")
+    result = {run.run_dir: outcomes[name].result for name, (_, run) in tasks.items()}
+    rows = [row(p.setting, p.variant, result[p.run.run_dir], **p.extra) for p in plan]
+    ctrl = None if args.no_control else \
+        row("control", "control", result[control(args).run_dir])
     table = format_table(args.study, rows, info, ctrl, args)
     out = Path(args.out_dir)
     atomic_write_text(out / f"ablation_{args.study}.md", table)

@@ -2,19 +2,22 @@
 # Annotate the low-confidence sifted images with labelme (needs a desktop: labelme is a Qt app).
 # Next step: bash scripts/labelme_to_mask.sh
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 result_path=${result_path:-output}
 model_name=${model_name:-resnet34}
 data_name=${data_name:-decoy_digits}
 exp_name=${exp_name:-${model_name}_${data_name}}
-image_dir=${image_dir:-${result_path}/${exp_name}/sift/low}  # mode=low image_sift.sh, <class>/<stem>.<ext>
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
+eval "$layout"
+image_dir=${image_dir:-$exp_sift_low}  # mode=low image_sift.sh, <class>/<stem>.<ext>
 json_dir=${json_dir:-}                   # empty = save each JSON beside its image
 labels=${labels:-object}                 # comma-separated label list offered by labelme
 
-cd "$(dirname "$0")/.."
 LABELME=${LABELME:-$( [ -x .venv/bin/labelme ] && echo .venv/bin/labelme || echo labelme )}
 
-mask_dir=${mask_dir:-${result_path}/${exp_name}/masks}  # where train_model_doctor.sh looks
+mask_dir=${mask_dir:-$exp_masks}  # where train_model_doctor.sh looks
 if [ -n "$json_dir" ]; then
     next="json_dir=$json_dir image_dir=$image_dir mask_dir=$mask_dir bash scripts/labelme_to_mask.sh"
 else

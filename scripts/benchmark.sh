@@ -3,7 +3,7 @@
 # J-draw diagnosis ÷ noiseless, memory vs images, loader ÷ training, in-memory vs per-image
 # data path vs training, released ÷ ours)
 # -> ${out_dir}/benchmark.md + benchmark.json. tiny=1: CI sizes (< 1 min on a CPU).
-# Empty values take scripts/benchmark.py's defaults (shown), or --tiny's when tiny=1.
+# Empty values take python -m scripts.benchmark's defaults (shown), or --tiny's when tiny=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -24,7 +24,7 @@ flags=()
 if [ "$tiny" = 1 ]; then flags+=(--tiny); fi
 if [ "$quickstart" = 1 ]; then flags+=(--quickstart); fi
 
-"$PYTHON" scripts/benchmark.py \
+"$PYTHON" -m scripts.benchmark \
   --device "$device" \
   ${models:+--models "$models"} \
   ${batch_size:+--batch_size "$batch_size"} \

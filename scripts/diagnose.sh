@@ -18,14 +18,16 @@ grad_mode=${grad_mode:-}              # empty: the statistics' own
 num_overlays=${num_overlays:-8}       # images per overlay figure
 workers=${workers:-2}
 device_index=${device_index:-}        # empty: --device auto
-model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
+eval "$layout"
+model_path=${model_path:-$exp_model_ori}
 data_dir=${data_dir:-data/${data_name}}
 data_path=${data_path:-${data_dir}}
 mask_dir=${mask_dir:-${data_path}/masks}                    # object masks; skipped if absent
-grad_path=${grad_path:-${result_path}/${exp_name}/grads}
-high_path=${high_path:-${result_path}/${exp_name}/sift/high}  # high/low figure, if present
-low_path=${low_path:-${result_path}/${exp_name}/sift/low}
-out_dir=${out_dir:-${result_path}/${exp_name}/diagnosis}
+grad_path=${grad_path:-$exp_grads}
+high_path=${high_path:-$exp_sift_high}  # high/low figure, if present
+low_path=${low_path:-$exp_sift_low}
+out_dir=${out_dir:-$exp_diagnosis}
 
 optional=()
 [ -d "$mask_dir" ] && optional+=(--mask_dir "$mask_dir")

@@ -1,12 +1,12 @@
 """Paper figures 4 and 5 from trained models.
 
     # Fig. 4: per-class accuracy of the original and treated models, and the per-class gain
-    python scripts/figures.py per_class --original_json ori/test_test.json \
+    python -m scripts.figures per_class --original_json ori/test_test.json \
         --treated_json channel/test_test.json space/test_test.json \
         --treated_labels +Channel +Space --out results/fig4_per_class.png
 
     # Fig. 5: image | gradient map of original, +Space, +Channel | Grad-CAM of the original
-    python scripts/figures.py visual --model_name resnet34 --data_name decoy_digits \
+    python -m scripts.figures visual --model_name resnet34 --data_name decoy_digits \
         --data_dir data/decoy_digits --original_model_path .../models/model_ori.pth \
         --space_model_path .../space/models/model_doctor.pth \
         --channel_model_path .../channel/models/model_doctor.pth --out results/fig5_visual.png
@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import matplotlib  # noqa: E402
 

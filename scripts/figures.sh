@@ -20,45 +20,46 @@ layer=${layer:-0}                         # conv layer of the maps (0 = last)
 device_index=${device_index:-}
 exp_dir=${exp_dir:-${result_path}/${exp_name}}
 out_dir=${out_dir:-results}
-
-label() {
-  case "$1" in
-    channel) echo +Channel ;; space) echo +Space ;; all) echo +All ;; *) echo "$1" ;;
-  esac
-}
+layout=$("$PYTHON" -m scripts.dirs "$exp_dir")   # folders: scripts/dirs.py
+eval "$layout"
+variant_layout() { layout=$("$PYTHON" -m scripts.dirs "$exp_dir" "$1") && eval "$layout"; }
 run_test() {  # model_path result_file
   model_name=$model_name data_name=$data_name data_dir=$data_dir data_type=$data_type \
     device_index=$device_index model_path=$1 result_file=$2 \
     extra_args="--workers 0 --no_progress" bash scripts/test.sh >/dev/null
 }
 
-ori_json=$exp_dir/models/test_${data_type}.json
-run_test "$exp_dir/models/model_ori.pth" "$ori_json"
+ori_json=$exp_models/test_${data_type}.json
+run_test "$exp_model_ori" "$ori_json"
 treated=() labels=()
 for v in $variants; do
-  json=$exp_dir/$v/models/test_${data_type}_${checkpoint%.pth}.json
-  run_test "$exp_dir/$v/models/$checkpoint" "$json"
-  treated+=("$json") labels+=("$(label "$v")")
+  variant_layout "$v"
+  json=$exp_variant_models/test_${data_type}_${checkpoint%.pth}.json
+  run_test "$exp_variant_models/$checkpoint" "$json"
+  treated+=("$json") labels+=("$exp_variant_label")
 done
 
-"$PYTHON" scripts/figures.py per_class \
+"$PYTHON" -m scripts.figures per_class \
   --original_json "$ori_json" \
   --treated_json "${treated[@]}" \
   --treated_labels "${labels[@]}" \
   --title "$model_name on $data_name ($data_type)" \
   --out "$out_dir/fig4_per_class.png"
 
-optional() { [ -f "$2" ] && printf '%s\n' "$1" "$2" || true; }
-mapfile -t models < <(optional --space_model_path "$exp_dir/space/models/$checkpoint";
-                      optional --channel_model_path "$exp_dir/channel/models/$checkpoint";
-                      optional --all_model_path "$exp_dir/all/models/$checkpoint")
-"$PYTHON" scripts/figures.py visual \
+models=()
+for v in space channel all; do
+  variant_layout "$v"
+  if [ -f "$exp_variant_models/$checkpoint" ]; then
+    models+=("--${v}_model_path" "$exp_variant_models/$checkpoint")
+  fi
+done
+"$PYTHON" -m scripts.figures visual \
   --model_name "$model_name" \
   --data_name "$data_name" \
   --data_dir "$data_dir" \
   --data_type "$data_type" \
-  --original_model_path "$exp_dir/models/model_ori.pth" \
-  "${models[@]}" \
+  --original_model_path "$exp_model_ori" \
+  ${models[@]+"${models[@]}"} \
   --num_images "$num_images" \
   --layer "$layer" \
   ${device_index:+--device_index "$device_index"} \

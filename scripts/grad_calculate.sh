@@ -22,9 +22,11 @@ workers=${workers:-2}
 device_index=${device_index:-}        # empty: --device auto
 nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
 nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
-model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
-data_path=${data_path:-${result_path}/${exp_name}/sift/high}   # the sifted images
-grad_path=${grad_path:-${result_path}/${exp_name}/grads}
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
+eval "$layout"
+model_path=${model_path:-$exp_model_ori}
+data_path=${data_path:-$exp_sift_high}   # the sifted images
+grad_path=${grad_path:-$exp_grads}
 
 launch core/grad_calculate.py \
   --model_name "$model_name" \

@@ -21,10 +21,13 @@ workers=${workers:-2}
 device_index=${device_index:-}        # empty: --device auto
 nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
 nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
-model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
+eval "$layout"
+model_path=${model_path:-$exp_model_ori}
 data_dir=${data_dir:-data/${data_name}}
 data_path=${data_path:-${data_dir}}               # holds train/ and test/
-image_path=${image_path:-${result_path}/${exp_name}/sift/${mode}}
+case "$mode" in high) sifted=$exp_sift_high ;; *) sifted=$exp_sift_low ;; esac
+image_path=${image_path:-$sifted}
 
 launch core/image_sift.py \
   --model_name "$model_name" \

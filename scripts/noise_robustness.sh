@@ -14,7 +14,9 @@ in_channels=${in_channels:-}
 num_classes=${num_classes:-}
 data_dir=${data_dir:-data/${data_name}}
 data_type=${data_type:-test}
-model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
+eval "$layout"
+model_path=${model_path:-$exp_model_ori}
 num_images=${num_images:-100}         # correctly classified images (paper: 100)
 eps=${eps:-8/255}                     # FGSM step in pixel units
 deltas=${deltas:-0,0.05,0.1,0.2,0.3,0.5,0.8,1.0}

@@ -33,7 +33,8 @@ beta=${beta:-1.0}                             # spatial constraint weight
 gamma=${gamma:-0.3}                           # background-kernel weight (chosen on the shortcut benchmark's val split)
 expand_px=${expand_px:-2}                     # mask expansion at 32 px
 table_dir=${table_dir:-results}
-exp_dir=${result_path}/${exp_name}
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
+eval "$layout"
 common="--no_progress"
 start=$(date +%s)
 step() { printf '\n== %s (%ss) ==\n' "$1" "$(( $(date +%s) - start ))"; }
@@ -59,13 +60,13 @@ mask_dir=$data_dir/masks/test extra_args=$common bash scripts/diagnose.sh
 
 step "6/9 annotate: labelme JSON traced from the ground-truth object masks"
 "$PYTHON" preprocessing/synthetic_labelme.py \
-  --image_dir "$exp_dir/sift/low" \
+  --image_dir "$exp_sift_low" \
   --gt_mask_dir "$data_dir/masks/train" \
-  --json_dir "$exp_dir/labelme" \
+  --json_dir "$exp_labelme" \
   --per_class "$num_low"
 
 step "7/9 labelme JSON -> masks"
-json_dir=$exp_dir/labelme image_dir=$exp_dir/sift/low mask_dir=$exp_dir/masks \
+json_dir=$exp_labelme image_dir=$exp_sift_low mask_dir=$exp_masks \
   bash scripts/labelme_to_mask.sh
 
 step "8/9 treat: control, +Channel, +Space, +All, +Kernels"
@@ -80,7 +81,7 @@ treat all "$alpha" "$beta" 0
 treat kernels 0 0 "$gamma"
 
 step "9/9 test every model (best and final epoch) and tabulate"
-"$PYTHON" scripts/quickstart_table.py \
+"$PYTHON" -m scripts.quickstart_table \
   --exp_dir "$exp_dir" \
   --model_name "$model_name" \
   --data_name "$data_name" \

@@ -10,23 +10,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
 import test as test_script  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
+from scripts.dirs import LABELS, VARIANTS, ExperimentDirs  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
-VARIANTS = (("Original model", "models", "model_ori.pth"),
-            ("Fine-tune control", "control/models", "model_doctor.pth"),
-            ("+Channel", "channel/models", "model_doctor.pth"),
-            ("+Space", "space/models", "model_doctor.pth"),
-            ("+All", "all/models", "model_doctor.pth"),
-            ("+Kernels (ours, not in the paper)", "kernels/models", "model_doctor.pth"))
+ORIGINAL = "Original model"
+
+
+def models_of(exp: ExperimentDirs) -> list[tuple[str, Path]]:
+    """``(row label, best-epoch checkpoint)``: the original, then each quickstart treatment."""
+    labels = {**LABELS, "kernels": "+Kernels (ours, not in the paper)"}
+    return [(ORIGINAL, exp.model_ori)] + [(labels[v], exp.treated_model(v))
+                                          for v in (*VARIANTS, "kernels")]
 
 
 def run_test(args, model_path: Path, data_dir: str, tag: str) -> dict:
@@ -50,12 +50,12 @@ def background_share(args, model_path: Path) -> float:
 
 
 def build_table(args) -> str:
-    exp_dir, lines, base = Path(args.exp_dir), [], None
-    for label, sub, best_file in VARIANTS:
-        folder = exp_dir / sub
+    lines, base = [], None
+    for label, best_path in models_of(ExperimentDirs(args.exp_dir)):
+        folder = best_path.parent
         decoy = run_test(args, folder / "last.pth", args.decoy_data_dir, "final_decoy")
         final = run_test(args, folder / "last.pth", args.clean_data_dir, "final_clean")
-        best = run_test(args, folder / best_file, args.decoy_data_dir, "best_decoy")
+        best = run_test(args, best_path, args.decoy_data_dir, "best_decoy")
         share = background_share(args, folder / "last.pth")
         if base is None:
             base = decoy["top1"]
@@ -63,7 +63,7 @@ def build_table(args) -> str:
                     "decoy-free test top-1", "best epoch (test-selected)"] + \
                    [f"class {c}" for c in decoy["classes"]]
             lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        gain = "" if label == VARIANTS[0][0] else f" ({100 * (decoy['top1'] - base):+.1f})"
+        gain = "" if label == ORIGINAL else f" ({100 * (decoy['top1'] - base):+.1f})"
         cells = [label, pct(decoy["top1"]) + gain, f"{100 * share:.0f} %", pct(final["top1"]),
                  pct(best["top1"])]
         lines.append("| " + " | ".join(cells + [pct(a) for a in decoy["per_class"]]) + " |")

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Table 1 of the paper: 16 classifiers x 7 datasets x 3 seeds, each trained, diagnosed and
-# treated (control / +Channel / +Space / +All) cell by cell; finished steps are skipped, so
-# rerunning resumes. Tables: ${out_dir}/table1.{md,csv}. Prepare the datasets first, e.g.
+# treated (control / +Channel / +Space / +All), one submitit job per cell (launcher=local runs
+# `parallel` cells at once here, launcher=slurm submits a job array); finished steps are
+# skipped, so rerunning resumes and retries failed cells. Tables: ${out_dir}/table1.{md,csv}. Prepare the datasets first, e.g.
 #   data_name=cifar10 download=1 bash scripts/prepare_data.sh
 # Examples:
 #   models="vgg16 resnet50" datasets=stl10 seeds=0 bash scripts/reproduce_table1.sh
+#   launcher=slurm partition=gpu gpus_per_job=1 parallel=48 bash scripts/reproduce_table1.sh
+#   launcher=local parallel=2 gpus_per_job=1 bash scripts/reproduce_table1.sh   # 2 GPUs here
 #   dry_run=1 bash scripts/reproduce_table1.sh      # print the commands
 #   report_only=1 bash scripts/reproduce_table1.sh  # tabulate what exists
 set -euo pipefail
@@ -21,13 +24,19 @@ num_low=${num_low:-20}                # annotated low-confidence images per clas
 alpha=${alpha:-0.078}                 # channel constraint (batch-mean scale; released 10 at batch 128)
 beta=${beta:-1}                       # spatial constraint, +Space and +All only
 expand_px=${expand_px:-}              # empty: 30 px at 224 px input, scaled to the input size
-metric=${metric:-final}               # final | best | best_treated (see scripts/table1.py --help)
+metric=${metric:-final}               # final | best | best_treated (see python -m scripts.table1 --help)
 result_root=${result_root:-output/table1}
 data_root=${data_root:-data}
 out_dir=${out_dir:-results}
 workers=${workers:-2}
 device_index=${device_index:-}        # empty: the scripts' --device auto
 extra_args=${extra_args:---no_progress}   # appended to every python call of the scripts
+launcher=${launcher:-none}            # none (in this process) | local (submitit, here) | slurm
+parallel=${parallel:-1}               # cells running at once (local processes / Slurm array)
+partition=${partition:-}              # Slurm partition; empty: the cluster's default
+gpus_per_job=${gpus_per_job:-1}       # GPUs per cell (local: handed out in turn; 0 on a CPU)
+cpus_per_job=${cpus_per_job:-}        # Slurm CPUs per cell; empty: the cluster's default
+time_min=${time_min:-2880}            # time limit of one cell (minutes)
 dry_run=${dry_run:-0}
 report_only=${report_only:-0}
 
@@ -36,7 +45,7 @@ if [ -n "$expand_px" ]; then flags+=(--expand_px "$expand_px"); fi
 if [ "$dry_run" = 1 ]; then flags+=(--dry_run); fi
 if [ "$report_only" = 1 ]; then flags+=(--report_only); fi
 
-"$PYTHON" scripts/table1.py \
+"$PYTHON" -m scripts.table1 \
   --models "$models" \
   --datasets "$datasets" \
   --seeds "$seeds" \
@@ -53,4 +62,10 @@ if [ "$report_only" = 1 ]; then flags+=(--report_only); fi
   --extra_env "workers=$workers" \
   --extra_env "device_index=$device_index" \
   --extra_env "extra_args=$extra_args" \
+  --launcher "$launcher" \
+  --parallel "$parallel" \
+  ${partition:+--partition "$partition"} \
+  --gpus_per_job "$gpus_per_job" \
+  ${cpus_per_job:+--cpus_per_job "$cpus_per_job"} \
+  --time_min "$time_min" \
   ${flags[@]+"${flags[@]}"}

@@ -35,8 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -49,6 +47,7 @@ from core import grad_calculate, image_sift  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
+from scripts.dirs import ExperimentDirs  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
 VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget")
@@ -187,41 +186,44 @@ class Benchmark:
     # -- steps ----------------------------------------------------------------------------
     def train(self, data_dir: Path, run: Path, seed: int) -> Path:
         """The final-epoch model (``model_ori.pth`` is the best epoch on the test split)."""
-        if not (run / "models" / "result.json").is_file():
+        exp = ExperimentDirs(run)
+        if not (exp.models / "result.json").is_file():
             quiet(train.main, self.common + [
-                "--data_dir", str(data_dir), "--model_dir", str(run / "models"),
+                "--data_dir", str(data_dir), "--model_dir", str(exp.models),
                 "--num_epochs", str(self.args.train_epochs), "--batch_size",
                 str(self.args.batch_size), "--lr", str(self.args.lr), "--seed", str(seed)])
-        return run / "models" / "last.pth"
+        return exp.models / "last.pth"
 
     def annotate(self, run: Path, model: Path) -> Path:
         """Sift low, trace labelme JSON from the ground-truth masks, convert to masks."""
-        masks = run / "masks"
+        exp = ExperimentDirs(run)
+        masks = exp.masks
         if masks.is_dir():
             return masks
         a = self.args
         sift = self.common + ["--model_path", str(model), "--data_path", str(self.decoy_dir)]
         quiet(image_sift.main, sift + ["--mode", "low", "--num_images", str(a.budget),
-                                       "--image_path", str(run / "sift" / "low")])
+                                       "--image_path", str(exp.low)])
         quiet(synthetic_labelme.main, [
-            "--image_dir", str(run / "sift" / "low"),
+            "--image_dir", str(exp.low),
             "--gt_mask_dir", str(self.decoy_dir / "masks" / "train"),
-            "--json_dir", str(run / "labelme"), "--per_class", str(a.budget)])
-        tmp = run / "masks.tmp"
-        quiet(labelme_to_mask.main, ["--json_dir", str(run / "labelme"), "--mask_dir", str(tmp),
-                                     "--image_dir", str(run / "sift" / "low")])
+            "--json_dir", str(exp.labelme), "--per_class", str(a.budget)])
+        tmp = masks.with_name(masks.name + ".tmp")
+        quiet(labelme_to_mask.main, ["--json_dir", str(exp.labelme), "--mask_dir", str(tmp),
+                                     "--image_dir", str(exp.low)])
         tmp.rename(masks)
         return masks
 
     def statistics(self, run: Path, model: Path) -> Path:
-        grads = run / "grads"
+        exp = ExperimentDirs(run)
+        grads = exp.grads
         if (grads / "channel_stats.npz").is_file():
             return grads
         sift = self.common + ["--model_path", str(model), "--data_path", str(self.decoy_dir)]
         quiet(image_sift.main, sift + ["--mode", "high", "--num_images", str(self.args.num_high),
-                                       "--image_path", str(run / "sift" / "high")])
+                                       "--image_path", str(exp.high)])
         quiet(grad_calculate.main, self.common + [
-            "--model_path", str(model), "--data_path", str(run / "sift" / "high"),
+            "--model_path", str(model), "--data_path", str(exp.high),
             "--grad_path", str(grads), "--allow_empty_classes", "--no_figures"])
         return grads
 

@@ -31,7 +31,7 @@ variants=${variants:-control,paper,rrr_all,kernels,rrr_budget}  # also: channel,
 out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
 results_dir=${results_dir:-results}
 
-"${PYTHON}" scripts/shortcut_benchmark.py \
+"${PYTHON}" -m scripts.shortcut_benchmark \
   --model_name "${model_name}" \
   --base_data "${base_data}" \
   --source "${source_dir}" \

@@ -12,13 +12,17 @@ Masks: a cell has them if ``<cell>/masks`` holds files (human labelme annotation
 ``<cell>/sift/low``, see scripts/annotate.sh), or if the dataset has ground-truth masks
 (``DATA/masks/train``), from which the annotation is simulated as in the quickstart.
 +Space and +All run only with masks. A cell whose dataset is not prepared is skipped.
+Each cell is one job (``scripts/jobs.py``, submitit): ``--launcher local --parallel N`` runs N
+cells at once on this machine, ``--launcher slurm`` submits a Slurm job array; a failed cell is
+reported, the others go on, and the next run retries it.
 
 Then ``OUT_DIR/table1.{md,csv}`` show the paper's layout (per model "base / +All" and
 "+Space / +Channel", gains in accuracy points vs base, mean +- std over seeds), a plain
 fine-tune control, and the published numbers (``scripts/paper_table1.csv``) beside ours.
 
-    python scripts/table1.py --models vgg16 resnet50 --datasets cifar10 stl10 --seeds 0 1 2
-    python scripts/table1.py --report_only
+    python -m scripts.table1 --models vgg16 resnet50 --datasets cifar10 stl10 --seeds 0 1 2
+    python -m scripts.table1 --launcher slurm --partition gpu --gpus_per_job 1 --parallel 48
+    python -m scripts.table1 --report_only
 """
 from __future__ import annotations
 
@@ -36,12 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import loaders
+import models
+from scripts import jobs
+from scripts.dirs import NEEDS_MASKS, VARIANTS, ExperimentDirs, variant_weights
+from utils import atomic_write_text
 
-import loaders  # noqa: E402
-import models  # noqa: E402
-from utils import atomic_write_text  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PAPER_NAMES = {  # registry name -> the paper's name, in the order of Table 1
     "alexnet": "AlexNet", "vgg16": "VGG-16", "resnet50": "ResNet-50", "senet34": "SENet-34",
@@ -56,8 +61,6 @@ DATA_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "C
                "mnin": "mini-ImageNet"}
 PAPER_MODELS, PAPER_DATASETS = tuple(PAPER_NAMES), tuple(DATA_TITLES)
 PAPER_CSV = REPO / "scripts" / "paper_table1.csv"
-VARIANTS = ("control", "channel", "space", "all")
-NEEDS_MASKS = ("space", "all")
 METRICS = ("final", "best", "best_treated")
 DASH = "–"
 
@@ -106,21 +109,9 @@ class Cell:
         return f"{self.model}_{self.data}_s{self.seed}"
 
 
-class CellDirs:
-    """Where the scripts write one cell's outputs (their own default layout)."""
-
-    def __init__(self, result_root: Path, cell: Cell):
-        self.root = result_root / cell.name
-        self.models = self.root / "models"
-        self.high, self.low = self.root / "sift" / "high", self.root / "sift" / "low"
-        self.grads, self.masks = self.root / "grads", self.root / "masks"
-        self.labelme = self.root / "labelme"
-
-    def variant(self, name: str) -> Path:
-        return self.root / name / "models"
-
-    def runs(self, name: str) -> Path:
-        return self.root / "runs" / name
+def CellDirs(result_root: Path, cell: Cell) -> ExperimentDirs:  # noqa: N802 (reads as a layout)
+    """Where the scripts write one cell's outputs: the experiment ``RESULT_ROOT/<cell>``."""
+    return ExperimentDirs.of(result_root, cell.name)
 
 
 class StepFailed(RuntimeError):
@@ -175,7 +166,7 @@ def run_cell(runner: Runner, args, cell: Cell) -> None:
     common = {"model_name": cell.model, "data_name": cell.data, "seed": str(cell.seed),
               "result_path": str(args.result_root), "exp_name": cell.name,
               "data_dir": str(data_dir)}
-    model_ori = d.models / "model_ori.pth"
+    model_ori = d.model_ori
 
     def bash(label: str, done: Callable[[], bool], script: str, **env) -> None:
         runner.step(cell, label, done, ["bash", str(REPO / "scripts" / script)],
@@ -206,12 +197,10 @@ def run_cell(runner: Runner, args, cell: Cell) -> None:
             f"with `image_dir={d.low} bash scripts/annotate.sh`, then "
             f"`json_dir={d.low} mask_dir={d.masks} bash scripts/labelme_to_mask.sh`, and rerun.")
 
-    weights = {"control": (0, 0), "channel": (args.alpha, 0), "space": (0, args.beta),
-               "all": (args.alpha, args.beta)}
     for variant in VARIANTS:
         if variant in NEEDS_MASKS and not masks:
             continue
-        alpha, beta = weights[variant]
+        alpha, beta = variant_weights(variant, args.alpha, args.beta)
         out = d.variant(variant)
         bash(variant, lambda out=out: (out / "result.json").is_file(),
              "train_model_doctor.sh", variant=variant, alpha=alpha, beta=beta,
@@ -386,6 +375,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(e.g. grad_calculate.extra_args=...)")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--report_only", action="store_true", help="only tabulate what exists")
+    jobs.add_launcher_args(p)
     return p
 
 
@@ -398,7 +388,7 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
         if unknown:
             raise SystemExit(f"unknown {kind} {unknown}; valid: {', '.join(sorted(valid))}")
     # the scripts cd to the repository root: hand them absolute paths
-    for key in ("result_root", "data_root", "out_dir"):
+    for key in ("result_root", "data_root", "out_dir") + (("job_dir",) if args.job_dir else ()):
         setattr(args, key, getattr(args, key).resolve())
     env = {}
     for item in args.extra_env:
@@ -410,6 +400,12 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def run_cell_job(args: argparse.Namespace, cell: Cell) -> str:
+    """One cell, as a job: its own runner, so the job's environment (GPUs) reaches the scripts."""
+    run_cell(Runner(args.extra_env, args.dry_run), args, cell)
+    return cell.name
+
+
 def main(args: argparse.Namespace) -> int:
     args = resolve_args(args)
     missing = [d for d in args.datasets if not data_ready(args.data_root / d)]
@@ -419,25 +415,26 @@ def main(args: argparse.Namespace) -> int:
         for data in missing:
             log(f"{data}: missing data: {args.data_root / data}/{{train,test}} not found; prepare "
                 f"it with `{prepare_hint(data, args.data_root / data)}`. Its cells are skipped.")
-        runner = Runner(args.extra_env, args.dry_run)
-        for model in args.models:
-            for data in (d for d in args.datasets if d not in missing):
-                for seed in args.seeds:
-                    cell = Cell(model, data, seed)
-                    try:
-                        run_cell(runner, args, cell)
-                    except StepFailed as e:
-                        log(f"{cell.name}: FAILED: {e}; going on with the next cell")
-                        failed.append(cell.name)
-                        status[(model, data)] = "failed"
+        cells = [Cell(model, data, seed) for model in args.models
+                 for data in args.datasets if data not in missing for seed in args.seeds]
+        if args.dry_run:
+            args.launcher = "none"   # printing the commands is no job
+        log(f"{len(cells)} cell(s): {jobs.describe(args)}")
+        outcomes = jobs.run_jobs(run_cell_job, {c.name: (args, c) for c in cells}, args,
+                                 args.job_dir or args.result_root / "jobs", log,
+                                 catch=(StepFailed,))
+        for cell in cells:
+            if not outcomes[cell.name].ok:
+                failed.append(cell.name)
+                status[(cell.model, cell.data)] = "failed"
     if args.dry_run:
         log("dry run: nothing ran, no table written")
         return 0
     write_tables(args, status)
     if failed:
-        log(f"{len(failed)} cell(s) failed: {', '.join(failed)}")
+        log(f"{len(failed)} cell(s) failed: {', '.join(failed)}; rerun to retry them "
+            f"(finished steps are skipped)")
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main(get_args_parser().parse_args()))

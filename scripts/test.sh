@@ -13,7 +13,9 @@ num_classes=${num_classes:-}
 device_index=${device_index:-}
 data_dir=${data_dir:-data/${data_name}}
 data_type=${data_type:-test}
-model_path=${model_path:-${result_path}/${exp_name}/models/model_ori.pth}
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
+eval "$layout"
+model_path=${model_path:-$exp_model_ori}
 result_file=${result_file:-$(dirname "$model_path")/test_${data_type}.json}
 
 "$PYTHON" test.py \

@@ -20,9 +20,11 @@ data_mode=${data_mode:-auto}          # memory (decode once, batch augmentation;
 device_index=${device_index:-}        # empty: --device auto
 nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
 nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
+eval "$layout"
 data_dir=${data_dir:-data/${data_name}}
-model_dir=${model_dir:-${result_path}/${exp_name}/models}
-log_dir=${log_dir:-${result_path}/${exp_name}/runs/train}
+model_dir=${model_dir:-$exp_models}
+log_dir=${log_dir:-$exp_train_runs}
 resume=${resume:-1}                   # 1: continue from model_dir/last.pth if present
 
 launch train.py \

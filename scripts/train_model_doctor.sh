@@ -40,12 +40,14 @@ kernel_tau=${kernel_tau:-0.5}
 replay_annotated=${replay_annotated:-0}  # annotated images appended to every batch
 init=${init:-pretrained}
 variant=${variant:-doctor}            # names the output folder
+layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}" "$variant")   # folders: scripts/dirs.py
+eval "$layout"
 data_dir=${data_dir:-data/${data_name}}
-ori_model_path=${ori_model_path:-${result_path}/${exp_name}/models/model_ori.pth}
-grad_dir=${grad_dir:-${result_path}/${exp_name}/grads}
-mask_dir=${mask_dir:-${result_path}/${exp_name}/masks}
-res_model_path=${res_model_path:-${result_path}/${exp_name}/${variant}/models/model_doctor.pth}  # last.pth etc. beside it
-log_dir=${log_dir:-${result_path}/${exp_name}/runs/${variant}}
+ori_model_path=${ori_model_path:-$exp_model_ori}
+grad_dir=${grad_dir:-$exp_grads}
+mask_dir=${mask_dir:-$exp_masks}
+res_model_path=${res_model_path:-$exp_treated_model}  # last.pth etc. beside it
+log_dir=${log_dir:-$exp_variant_runs}
 resume=${resume:-1}
 
 launch train_model_doctor.py \

@@ -1,22 +1,19 @@
 """One doctor-loss training step, in one process or under torchrun (used by test_distributed).
 
-    python tests/ddp_step.py OUT.pt            # one process, batch of 8
-    torchrun --nproc_per_node 2 tests/ddp_step.py OUT.pt   # 2 ranks x 4 samples
+    PYTHONPATH=. python tests/ddp_step.py OUT.pt            # one process, batch of 8
+    PYTHONPATH=. torchrun --nproc_per_node 2 tests/ddp_step.py OUT.pt   # 2 ranks x 4 samples
 """
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import models  # noqa: E402
-from core.channel_stats import ChannelStatistics  # noqa: E402
-from core.grad_constraint import DoctorLoss  # noqa: E402
-from loaders import Batch  # noqa: E402
-from utils.distributed import cleanup, init_distributed  # noqa: E402
+import models
+from core.channel_stats import ChannelStatistics
+from core.grad_constraint import DoctorLoss
+from loaders import Batch
+from utils.distributed import cleanup, init_distributed
 
 
 def main(out: str) -> None:

@@ -1,24 +1,19 @@
 """FGSM, Grad-CAM, the noise-robustness study (Fig. 3), Figs. 4-5 and the ablation driver."""
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import ablation  # noqa: E402
-import figures  # noqa: E402
-import train  # noqa: E402
-from core import grad_calculate, image_sift, robustness  # noqa: E402
-from fakedata import make_image_folder  # noqa: E402
-from models import load_model  # noqa: E402
-from preprocessing import labelme_to_mask, synthetic_labelme  # noqa: E402
-from toy import conv_out, make_toy  # noqa: E402
-from utils import save_weights  # noqa: E402
+import train
+from core import grad_calculate, image_sift, robustness
+from fakedata import make_image_folder
+from models import load_model
+from preprocessing import labelme_to_mask, synthetic_labelme
+from scripts import ablation, figures
+from toy import conv_out, make_toy
+from utils import save_weights
 
 # a one-epoch model on 9 images leaves some classes without correct images to sift
 pytestmark = pytest.mark.filterwarnings("ignore:.*fewer correctly classified images")
@@ -175,3 +170,21 @@ def test_ablation_writes_table_and_plot(experiment, tmp_path, study, settings):
         again = ablation.main(ablation.get_args_parser().parse_args(argv))
         assert done.stat().st_mtime_ns == stamp
         assert [r["final_acc"] for r in again] == [r["final_acc"] for r in rows]
+
+
+@pytest.mark.e2e
+def test_ablation_runs_each_treatment_as_a_local_job(experiment, tmp_path):
+    """--launcher local: every treatment run (and the control) is its own submitit job; the
+    table equals the one of the in-process runs with the same arguments."""
+    data, exp, _ = experiment
+    argv = ["expansion", "--exp_dir", str(exp), "--model_name", "smallcnn", "--data_name",
+            "digits", "--data_dir", str(data), "--settings", "0,1", "--num_epochs", "1",
+            "--batch_size", "9", "--work_dir", str(tmp_path / "work"), "--no_progress",
+            "--device", "cpu", "--out_dir", str(tmp_path / "res")]
+    local = ablation.main(ablation.get_args_parser().parse_args(
+        argv + ["--launcher", "local", "--parallel", "2", "--time_min", "10"]))
+    jobs_dir = tmp_path / "work" / "jobs"
+    assert len(list(jobs_dir.glob("*/*_result.pkl"))) == 3   # 2 settings + the control
+    argv[argv.index("--work_dir") + 1] = str(tmp_path / "again")
+    inline = ablation.main(ablation.get_args_parser().parse_args(argv))
+    assert [r["final_acc"] for r in local] == [r["final_acc"] for r in inline]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import models
 from fakedata import make_image_folder
 from utils import save_weights
@@ -20,6 +22,7 @@ def bash(script: str, env: dict, **extra) -> subprocess.CompletedProcess:
                           timeout=600, stdin=subprocess.DEVNULL, env={**full, **env, **extra})
 
 
+@pytest.mark.e2e
 def test_default_sift_low_annotate_masks_treatment(tmp_path):
     data = make_image_folder(tmp_path / "data", num_classes=3, per_class=4, masks=True)
     # the experiment, named as every script names it: ${result_path}/${model_name}_${data_name}

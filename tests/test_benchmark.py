@@ -2,6 +2,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 import models
@@ -10,6 +11,8 @@ from core.grad_constraint import DoctorLoss
 from fakedata import make_image_folder
 from loaders import PlainBatch
 from scripts import benchmark
+from scripts.bench import fixtures
+from scripts.bench.released import check_statistics
 from scripts.released_reference import ReleasedGradConstraint, released_statistics
 
 CPU = torch.device("cpu")
@@ -40,7 +43,7 @@ def test_released_statistics_equal_ours():
                                    ours.normalized(name), rtol=0, atol=1e-2)
         differ = released[name]["mask"] != ours.mask(name)
         assert not (differ & ((ours.normalized(name) - 0.2).abs() > 1e-3)).any(), name
-    check = benchmark.check_statistics(released, ours, 6)
+    check = check_statistics(released, ours, 6)
     assert check["ok"] and check["mask_mismatches"] == 0
 
 
@@ -48,9 +51,9 @@ def test_released_losses_equal_ours_times_batch():
     model = tiny_model()
     for p in model.parameters():
         p.requires_grad_(True)
-    batch = benchmark.synthetic_batch(6, 3, 32, 3, CPU, seed=1)
+    batch = fixtures.synthetic_batch(6, 3, 32, 3, CPU, seed=1)
     images, labels = batch[0], batch[1]
-    stats = benchmark.random_statistics(model, [0], 3, seed=2)
+    stats = fixtures.random_statistics(model, [0], 3, seed=2)
     name = models.load_modules(model, [0])[0][0]
     ours = DoctorLoss(model=model, stats=stats, channel_layers=[0], spatial_layers=[0], alpha=1.0,
                       beta=1.0, grad_mode="relu", second_term="mask", expand_px=0, num_classes=3)
@@ -78,6 +81,7 @@ def test_released_losses_equal_ours_times_batch():
     assert not model._forward_hooks and all(not m._forward_hooks for m in model.modules())
 
 
+@pytest.mark.e2e
 def test_benchmark_tiny_writes_report(tmp_path):
     data = make_image_folder(tmp_path / "data", num_classes=3, per_class=20, channels=1)
     out = tmp_path / "out"

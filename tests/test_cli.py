@@ -86,6 +86,7 @@ def _run(args, **env):
                           capture_output=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_missing_data_folder_is_one_line_and_the_variable_brings_the_traceback(tmp_path):
     missing = tmp_path / "no_such_data"
     args = ["train.py", "--model_name", "smallcnn", "--data_name", "digits",
@@ -102,6 +103,7 @@ def test_missing_data_folder_is_one_line_and_the_variable_brings_the_traceback(t
     assert f"FileNotFoundError: data folder not found: {missing}" in proc.stderr
 
 
+@pytest.mark.e2e
 def test_bad_flag_value_in_a_core_script_is_one_line(tmp_path):
     proc = _run(["core/image_sift.py", "--data_path", str(tmp_path / "nothing"),
                  "--model_path", str(tmp_path / "m.pth"), "--device", "cpu"])

@@ -267,6 +267,7 @@ def test_diagnose_refuses_statistics_of_other_weights(experiment):
     assert (tmp / "out_other_run" / "diagnosis.csv").is_file()
 
 
+@pytest.mark.e2e
 def test_diagnose_runs_as_a_script_from_the_repo_root():
     proc = subprocess.run([sys.executable, "core/diagnose.py", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

@@ -46,6 +46,7 @@ def files_under(folder):
                   if p.is_file() and "events.out" not in p.name)
 
 
+@pytest.mark.distributed
 def test_sift_and_statistics_equal_one_process(setup):
     tmp, data = setup
     for nproc in (1, 2):
@@ -65,6 +66,7 @@ def test_sift_and_statistics_equal_one_process(setup):
                 np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-9, err_msg=key)  # float32 sum order
 
 
+@pytest.mark.distributed
 def test_train_under_torchrun_rank0_writes_once(setup):
     tmp, data = setup
     out = tmp / "train2"
@@ -78,6 +80,7 @@ def test_train_under_torchrun_rank0_writes_once(setup):
     assert 0 <= result["final_acc"] <= 1
 
 
+@pytest.mark.distributed
 def test_doctor_step_ddp_equals_one_process(tmp_path):
     run(["tests/ddp_step.py", tmp_path / "one.pt"], nproc=1)
     run(["tests/ddp_step.py", tmp_path / "two.pt"], nproc=2)
@@ -90,6 +93,7 @@ def test_doctor_step_ddp_equals_one_process(tmp_path):
     assert any(not torch.allclose(one[k], init[k]) for k in one)     # the step moved weights
 
 
+@pytest.mark.distributed
 def test_treatment_under_torchrun(setup):
     tmp, data = setup
     run(["core/grad_calculate.py", *COMMON, "--model_path", tmp / "m.pth", "--data_path",

@@ -170,6 +170,7 @@ def test_cli_writes_copies_csv_and_classes(tmp_path):
     assert note.read_text() == "{}"
 
 
+@pytest.mark.e2e
 def test_cli_runs_as_a_script_from_the_repo_root():
     proc = subprocess.run([sys.executable, "core/image_sift.py", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

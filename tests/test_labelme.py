@@ -203,6 +203,7 @@ def run_cli(script: str, *args) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.e2e
 def test_cli_exit_status_is_nonzero_on_failures(tmp_path):
     make_folder(tmp_path / "json")
     result = run_cli("labelme_to_mask.py", "--json_dir", tmp_path / "json",
@@ -272,6 +273,7 @@ def test_mask_to_labelme_drops_specks():
     assert len(mask_to_labelme(mask, "x.png")["shapes"]) == 1
 
 
+@pytest.mark.e2e
 def test_synthetic_cli_then_mask_cli(tmp_path):
     images, gt = tmp_path / "sift" / "low", tmp_path / "gt"
     for cls in ("cat", "dog"):

@@ -4,11 +4,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e
 def test_quickstart_fast(tmp_path):
     env = {**os.environ, "fast": "1", "result_path": str(tmp_path / "out"),
            "table_dir": str(tmp_path / "results"), "data_dir": str(tmp_path / "data" / "decoy_digits"),

@@ -70,6 +70,7 @@ def run_released(script: str, flags: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.e2e
 def test_released_scripts_chain(tmp_path):
     data = make_two_class_folder(tmp_path / "datasets" / "two")
     result_path = f"{tmp_path / 'output'}/"          # released: a trailing slash

@@ -1,13 +1,12 @@
 """The shortcut benchmark end to end on tiny generated IDX files (real on-disk format)."""
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import shortcut_benchmark  # noqa: E402
+from scripts import shortcut_benchmark
 
 
 def write_idx(folder: Path, per_class: int = 14, size: int = 28):
@@ -26,6 +25,7 @@ def write_idx(folder: Path, per_class: int = 14, size: int = 28):
             (folder / f"{stem}.gz").write_bytes(gzip.compress(header + array.tobytes()))
 
 
+@pytest.mark.e2e
 def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     write_idx(tmp_path / "raw")
     argv = ["--base_data", "mnist", "--source", str(tmp_path / "raw"),
@@ -63,6 +63,7 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     assert json.loads((tmp_path / "results" / "shortcut.json").read_text())["rows"] == rows
 
 
+@pytest.mark.e2e
 def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
     write_idx(tmp_path / "raw", per_class=8)
     args = shortcut_benchmark.get_args_parser().parse_args([

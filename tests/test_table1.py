@@ -3,7 +3,6 @@ import contextlib
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,8 @@ from PIL import Image
 import loaders
 import models
 from fakedata import make_image_folder
+from scripts import table1
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import table1  # noqa: E402
 
 
 def run_driver(*argv) -> tuple[int, str]:
@@ -131,6 +129,7 @@ def test_dry_run_and_bad_names(tmp_path):
         run_driver("--extra_env", "workers", "--report_only", "--out_dir", tmp_path / "x")
 
 
+@pytest.mark.e2e
 def test_driver_tiny_grid_resumes(tmp_path):
     data_root = tmp_path / "data"
     make_image_folder(data_root / "digits", num_classes=3, per_class=6, size=32, channels=1)
