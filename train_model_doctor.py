@@ -70,6 +70,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--kernel_tau", type=float, default=0.5,
                    help="a kernel is a background kernel when this share of its gradient on "
                         "the annotated images lies on their background")
+    p.add_argument("--kernel_reinit", action="store_true",
+                   help="before the first epoch, re-initialise the background kernels that "
+                        "--gamma suppresses (not in the paper)")
     p.add_argument("--rrr_lambda", type=float, default=0.0,
                    help="Ross et al.'s input-gradient penalty with this weight on the masked "
                         "images: a baseline with alpha = beta = gamma = 0, else added to them")
@@ -171,7 +174,8 @@ def main(args: argparse.Namespace) -> dict:
                         num_classes=args.num_classes, gamma=args.gamma,
                         kernel_layers=split_layers(args.kernel_layers),
                         kernel_tau=args.kernel_tau,
-                        annotated=annotated_tensors(args) if args.gamma > 0 else None)
+                        annotated=annotated_tensors(args) if args.gamma > 0 else None,
+                        kernel_reinit=args.kernel_reinit)
     if args.rrr_lambda > 0:   # Ross et al.'s penalty, alone (alpha = beta = gamma = 0) or added
         rrr = RightReasonsLoss(args.rrr_lambda, args.expand_px)
         doctor = WithRightReasons(doctor, rrr) if doctor.hooks is not None else rrr

@@ -176,6 +176,10 @@ class DoctorLoss(ExtraLoss):
             mostly on the background (share > ``kernel_tau``, :func:`background_share`)
             are found, and ``gamma · kernel_loss`` suppresses the gradient on them for
             every training image, annotated or not.
+        kernel_reinit: before the first epoch, also re-initialise the weights of the
+            background kernels found on the model as given (Kaiming normal, fan-out, as the
+            networks are initialised; bias 0), so the treatment starts without the shortcut's
+            detectors instead of having to unlearn them (not in the paper).
     """
 
     def __init__(self, *, model: nn.Module, stats: ChannelStatistics | None = None,
@@ -185,7 +189,8 @@ class DoctorLoss(ExtraLoss):
                  noise_draws: int = 1, noise_delta: float = 0.0, expand_px: int = 0,
                  num_classes: int | None = None, gamma: float = 0.0,
                  kernel_layers: Sequence[int | str] = (-1,), kernel_tau: float = 0.5,
-                 annotated: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+                 annotated: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                 kernel_reinit: bool = False):
         self.model = model
         self.alpha, self.beta = alpha, beta
         self.grad_mode, self.second_term = grad_mode, second_term
@@ -202,6 +207,10 @@ class DoctorLoss(ExtraLoss):
             if gamma > 0 else []
         if self.kernel_layers and annotated is None:
             raise ValueError("gamma > 0 needs annotated images (--mask_dir)")
+        if kernel_reinit and not self.kernel_layers:
+            raise ValueError("--kernel_reinit re-initialises the background kernels: it needs "
+                             "--gamma > 0")
+        self.kernel_reinit = kernel_reinit
         self.kernels: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
         if self.channel_layers:
@@ -254,7 +263,22 @@ class DoctorLoss(ExtraLoss):
         if not self.kernel_layers:
             return {}
         kernels = self.find_kernels()
+        if self.kernel_reinit and epoch == 1:    # a resumed run has them in its checkpoint
+            self.reinit_kernels(kernels)
         return {f"kernels/{n}": int(k.sum()) for n, k in kernels.items()}
+
+    @torch.no_grad()
+    def reinit_kernels(self, kernels: dict[str, torch.Tensor]) -> None:
+        """Fresh Kaiming-normal (fan-out) weights, bias 0, for the kernels marked 1 in
+        ``kernels`` (``{conv layer: [K]}``); the other kernels keep theirs."""
+        modules = dict(self.model.named_modules())
+        for name, marked in kernels.items():
+            conv, idx = modules[name], marked.bool().to(modules[name].weight.device)
+            fresh = torch.empty_like(conv.weight)
+            nn.init.kaiming_normal_(fresh, mode="fan_out", nonlinearity="relu")
+            conv.weight[idx] = fresh[idx]
+            if conv.bias is not None:
+                conv.bias[idx] = 0
 
     def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The training forward (``train.train_one_epoch`` calls it instead of ``model``).

@@ -16,7 +16,9 @@ with each variant:
 * ``kernels``: the background-kernel constraint (``--gamma``) with the ``budget`` masks per
   class;
 * ``rrr_budget``: Ross et al.'s penalty with only the ``budget`` masks per class, the
-  annotated images replayed in every batch (``--replay_annotated``).
+  annotated images replayed in every batch (``--replay_annotated``);
+* ``kernels_reinit``: ``kernels`` whose background kernels are also re-initialised before the
+  first epoch (``--kernel_reinit``).
 
 Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all`` and ``rrr_budget``; with ``--alphas`` /
 ``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``paper`` then
@@ -50,12 +52,14 @@ from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # no
 from scripts.dirs import ExperimentDirs  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
-VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget")
+VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget",
+            "kernels_reinit")
 LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
           "paper": "Model Doctor +All (paper)", "channel": "Model Doctor +Channel (paper)",
           "space": "Model Doctor +Space (paper)", "rrr_all": "RRR, masks on all images",
           "kernels": "Background kernels (ours)",
           "rrr_budget": "RRR, annotated images only, replayed (ours)",
+          "kernels_reinit": "Background kernels re-initialised + suppressed (ours)",
           "clean": "Clean-trained reference"}
 
 
@@ -103,7 +107,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--betas", default="",
                    help="spatial weights searched on val for +Space (first seed); +All uses "
                         "the chosen one (default: no search, --beta)")
-    p.add_argument("--variants", default="control,paper,rrr_all,kernels,rrr_budget",
+    p.add_argument("--variants",
+                   default="control,paper,rrr_all,kernels,rrr_budget,kernels_reinit",
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")
     p.add_argument("--table_name", default=None,
                    help="results file name (default: shortcut, or gains without a decoy)")
@@ -122,26 +127,31 @@ def quiet(fn, argv: list[str]):
 
 RUN_KEYS = ("alpha", "beta", "gamma", "rrr_lambda", "kernel_layers", "kernel_tau", "grad_dir",
             "mask_dir", "ori_model_path", "num_epochs", "lr", "batch_size", "seed",
-            "replay_annotated")
+            "replay_annotated", "kernel_reinit")
 
 
 def same_run(args_json: Path, argv: list[str]) -> bool:
-    """Whether the run recorded in ``args_json`` had the settings ``argv`` asks for."""
+    """Whether the run recorded in ``args_json`` had the settings ``argv`` asks for (a flag
+    the recording predates counts as its default, which it then had)."""
     if not args_json.is_file():
         return False
     recorded = json.loads(args_json.read_text())
-    wanted = vars(train_model_doctor.get_args_parser().parse_args(argv))
-    return all(str(recorded.get(k)) == str(wanted.get(k)) for k in RUN_KEYS)
+    parser = train_model_doctor.get_args_parser()
+    wanted = vars(parser.parse_args(argv))
+    return all(str(recorded.get(k, parser.get_default(k))) == str(wanted.get(k))
+               for k in RUN_KEYS)
 
 
 # variant -> (its searched weight, the flag holding the grid)
 SEARCHED = {"kernels": ("gamma", "gammas"), "rrr_all": ("RRR lambda", "rrr_lambdas"),
             "rrr_budget": ("RRR lambda with the annotated images", "rrr_budget_lambdas"),
+            "kernels_reinit": ("gamma with re-initialised kernels", "gammas"),
             "channel": ("alpha", "alphas"), "space": ("beta", "betas")}
 
 
 def search_dir(name: str, value: float) -> str:
     prefix = {"kernels": "kernels_g", "rrr_all": "rrr_l", "rrr_budget": "rrr_budget_l",
+              "kernels_reinit": "kernels_reinit_g",
               "channel": "channel_a", "space": "space_b"}[name]
     return f"search/{prefix}{value:g}"
 
@@ -311,6 +321,9 @@ class Benchmark:
             "kernels": lambda: zero + ["--gamma", f"{value:g}",
                                        f"--kernel_layers={a.kernel_layers}",
                                        "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks)],
+            "kernels_reinit": lambda: zero + [
+                "--gamma", f"{value:g}", f"--kernel_layers={a.kernel_layers}",
+                "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks), "--kernel_reinit"],
         }[name]()
 
     # -- the benchmark ------------------------------------------------------------------------

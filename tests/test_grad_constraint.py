@@ -382,3 +382,25 @@ def test_find_kernels_takes_rank_zeros_kernels_under_ddp(monkeypatch):
     assert doctor.find_kernels()["conv"].tolist() == [0.0, 1.0]   # this rank alone: [1, 0]
     assert calls == [0]
     doctor.remove()
+
+
+def test_kernel_reinit_renews_only_the_background_kernel_once():
+    net, x, fg = make_background_toy()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    before_w, before_b = net.conv.weight.detach().clone(), net.conv.bias.detach().clone()
+    doctor = DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
+                        annotated=(x, labels, fg), kernel_reinit=True)
+    torch.manual_seed(3)
+    assert doctor.start_epoch(1) == {"kernels/conv": 1}
+    torch.manual_seed(3)                          # the fresh draw: Kaiming normal, fan-out
+    fresh = torch.empty_like(before_w)
+    torch.nn.init.kaiming_normal_(fresh, mode="fan_out", nonlinearity="relu")
+    torch.testing.assert_close(net.conv.weight[0], fresh[0])        # background kernel
+    torch.testing.assert_close(net.conv.weight[1], before_w[1])     # object kernel kept
+    torch.testing.assert_close(net.conv.bias, torch.stack([torch.tensor(0.0), before_b[1]]))
+    after = net.conv.weight.detach().clone()
+    doctor.start_epoch(2)                          # later epochs (and a resumed run): no more
+    torch.testing.assert_close(net.conv.weight, after)
+    doctor.remove()
+    with pytest.raises(ValueError, match="gamma"):
+        DoctorLoss(model=net, spatial_layers=(), kernel_reinit=True)

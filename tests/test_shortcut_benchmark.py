@@ -39,7 +39,7 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     result = shortcut_benchmark.main(args)
     rows = result["rows"]
     assert set(rows) == {"clean", "untreated", "control", "paper", "rrr_all", "kernels",
-                         "rrr_budget"}
+                         "rrr_budget", "kernels_reinit"}
     assert set(rows["kernels"][0]) == {"val", "test", "clean_test", "background_share"}
     assert len(rows["kernels"][0]["background_share"]) == 10
     assert all(len(v) == 2 for v in rows.values())
@@ -48,6 +48,8 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     # the budget variant: the annotated masks only, replayed in every batch
     recorded = json.loads((tmp_path / "out" / "seed1" / "rrr_budget" / "args.json").read_text())
     assert recorded["replay_annotated"] == 4 and recorded["mask_dir"].endswith("seed1/masks")
+    reinit = json.loads((tmp_path / "out" / "seed1" / "kernels_reinit" / "args.json").read_text())
+    assert reinit["kernel_reinit"] is True and reinit["gamma"] == result["chosen"]["kernels_reinit"]
     text = (tmp_path / "results" / "shortcut.md").read_text()
     assert "Background kernels (ours)" in text and "± " in text and "chosen" in text
     assert (tmp_path / "results" / "shortcut.png").stat().st_size > 1000
@@ -104,3 +106,8 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     assert not shortcut_benchmark.same_run(record, argv[:5] + ["1"] + argv[6:])   # gamma 1
     assert not shortcut_benchmark.same_run(record, argv[:-1] + ["2"])             # seed 2
     assert not shortcut_benchmark.same_run(tmp_path / "missing.json", argv)
+    # a record older than a flag had that flag's default
+    del parsed["kernel_reinit"]
+    record.write_text(json.dumps(parsed))
+    assert shortcut_benchmark.same_run(record, argv)
+    assert not shortcut_benchmark.same_run(record, argv + ["--kernel_reinit"])
