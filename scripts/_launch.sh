@@ -14,3 +14,13 @@ launch() {
       "$@"
   fi
 }
+
+# The job-launcher flags of the grid drivers (scripts.table1, scripts.ablation), from the
+# variables each driver script sets at its top: launcher parallel partition gpus_per_job
+# cpus_per_job time_min. Usage: `job_flags`, then `"$PYTHON" -m scripts.X ... "${job_flags[@]}"`.
+job_flags() {
+  job_flags=(--launcher "$launcher" --parallel "$parallel" --gpus_per_job "$gpus_per_job"
+             --time_min "$time_min")
+  if [ -n "$partition" ]; then job_flags+=(--partition "$partition"); fi
+  if [ -n "$cpus_per_job" ]; then job_flags+=(--cpus_per_job "$cpus_per_job"); fi
+}

@@ -36,6 +36,8 @@ gpus_per_job=${gpus_per_job:-0}       # GPUs per run (local: handed out in turn;
 cpus_per_job=${cpus_per_job:-}        # Slurm CPUs per run; empty: the cluster's default
 time_min=${time_min:-2880}            # time limit of one run (minutes)
 
+source scripts/_launch.sh
+job_flags
 "$PYTHON" -m scripts.ablation annotations \
   --exp_dir "$exp_dir" \
   --model_name "$model_name" \
@@ -54,10 +56,5 @@ time_min=${time_min:-2880}            # time limit of one run (minutes)
   --workers "$workers" \
   ${device_index:+--device_index "$device_index"} \
   --out_dir "$table_dir" \
-  --launcher "$launcher" \
-  --parallel "$parallel" \
-  ${partition:+--partition "$partition"} \
-  --gpus_per_job "$gpus_per_job" \
-  ${cpus_per_job:+--cpus_per_job "$cpus_per_job"} \
-  --time_min "$time_min" \
+  "${job_flags[@]}" \
   ${extra_args:-}

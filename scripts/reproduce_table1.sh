@@ -45,6 +45,8 @@ if [ -n "$expand_px" ]; then flags+=(--expand_px "$expand_px"); fi
 if [ "$dry_run" = 1 ]; then flags+=(--dry_run); fi
 if [ "$report_only" = 1 ]; then flags+=(--report_only); fi
 
+source scripts/_launch.sh
+job_flags
 "$PYTHON" -m scripts.table1 \
   --models "$models" \
   --datasets "$datasets" \
@@ -62,10 +64,5 @@ if [ "$report_only" = 1 ]; then flags+=(--report_only); fi
   --extra_env "workers=$workers" \
   --extra_env "device_index=$device_index" \
   --extra_env "extra_args=$extra_args" \
-  --launcher "$launcher" \
-  --parallel "$parallel" \
-  ${partition:+--partition "$partition"} \
-  --gpus_per_job "$gpus_per_job" \
-  ${cpus_per_job:+--cpus_per_job "$cpus_per_job"} \
-  --time_min "$time_min" \
+  "${job_flags[@]}" \
   ${flags[@]+"${flags[@]}"}
