@@ -73,6 +73,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--kernel_reinit", action="store_true",
                    help="before the first epoch, re-initialise the background kernels that "
                         "--gamma suppresses (not in the paper)")
+    p.add_argument("--kernel_reinit_random", action="store_true",
+                   help="control for --kernel_reinit: re-initialise as many kernels, drawn at "
+                        "random, instead of the background ones")
     p.add_argument("--rrr_lambda", type=float, default=0.0,
                    help="Ross et al.'s input-gradient penalty with this weight on the masked "
                         "images: a baseline with alpha = beta = gamma = 0, else added to them")
@@ -175,7 +178,8 @@ def main(args: argparse.Namespace) -> dict:
                         kernel_layers=split_layers(args.kernel_layers),
                         kernel_tau=args.kernel_tau,
                         annotated=annotated_tensors(args) if args.gamma > 0 else None,
-                        kernel_reinit=args.kernel_reinit)
+                        kernel_reinit=args.kernel_reinit,
+                        reinit_random=args.kernel_reinit_random)
     if args.rrr_lambda > 0:   # Ross et al.'s penalty, alone (alpha = beta = gamma = 0) or added
         rrr = RightReasonsLoss(args.rrr_lambda, args.expand_px)
         doctor = WithRightReasons(doctor, rrr) if doctor.hooks is not None else rrr

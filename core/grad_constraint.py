@@ -154,6 +154,17 @@ def kernel_loss(grads_true: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor
     return per_sample.reshape(-1, per_sample.shape[-1]).mean()
 
 
+def random_like(kernels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """As many kernels per layer as ``kernels`` marks (``{layer: [K] in {0, 1}}``), drawn
+    uniformly at random without replacement from torch's global generator."""
+    drawn = {}
+    for name, marked in kernels.items():
+        pick = torch.zeros_like(marked)
+        pick[torch.randperm(len(marked))[:int(marked.sum())].to(marked.device)] = 1
+        drawn[name] = pick
+    return drawn
+
+
 class DoctorLoss(ExtraLoss):
     """``alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r (+ gamma · Σ_r L_kernel^r)`` as an
     ``extra_loss`` for ``train.fit``.
@@ -180,6 +191,10 @@ class DoctorLoss(ExtraLoss):
             background kernels found on the model as given (Kaiming normal, fan-out, as the
             networks are initialised; bias 0), so the treatment starts without the shortcut's
             detectors instead of having to unlearn them (not in the paper).
+        reinit_random: a control for ``kernel_reinit``: re-initialise as many kernels per
+            layer as were found, drawn at random (``torch.randperm``, seeded by the run's
+            seed) instead of the background ones; the kernel constraint is unchanged. It
+            says whether the diagnosis's choice of kernels matters or any fresh start would do.
     """
 
     def __init__(self, *, model: nn.Module, stats: ChannelStatistics | None = None,
@@ -190,7 +205,7 @@ class DoctorLoss(ExtraLoss):
                  num_classes: int | None = None, gamma: float = 0.0,
                  kernel_layers: Sequence[int | str] = (-1,), kernel_tau: float = 0.5,
                  annotated: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                 kernel_reinit: bool = False):
+                 kernel_reinit: bool = False, reinit_random: bool = False):
         self.model = model
         self.alpha, self.beta = alpha, beta
         self.grad_mode, self.second_term = grad_mode, second_term
@@ -210,7 +225,9 @@ class DoctorLoss(ExtraLoss):
         if kernel_reinit and not self.kernel_layers:
             raise ValueError("--kernel_reinit re-initialises the background kernels: it needs "
                              "--gamma > 0")
-        self.kernel_reinit = kernel_reinit
+        if reinit_random and not kernel_reinit:
+            raise ValueError("--kernel_reinit_random is a control for --kernel_reinit: give both")
+        self.kernel_reinit, self.reinit_random = kernel_reinit, reinit_random
         self.kernels: dict[str, torch.Tensor] = {}
         self.masks: dict[str, torch.Tensor] = {}
         if self.channel_layers:
@@ -264,7 +281,7 @@ class DoctorLoss(ExtraLoss):
             return {}
         kernels = self.find_kernels()
         if self.kernel_reinit and epoch == 1:    # a resumed run has them in its checkpoint
-            self.reinit_kernels(kernels)
+            self.reinit_kernels(random_like(kernels) if self.reinit_random else kernels)
         return {f"kernels/{n}": int(k.sum()) for n, k in kernels.items()}
 
     @torch.no_grad()

@@ -18,7 +18,9 @@ with each variant:
 * ``rrr_budget``: Ross et al.'s penalty with only the ``budget`` masks per class, the
   annotated images replayed in every batch (``--replay_annotated``);
 * ``kernels_reinit``: ``kernels`` whose background kernels are also re-initialised before the
-  first epoch (``--kernel_reinit``).
+  first epoch (``--kernel_reinit``);
+* ``kernels_reinit_random``: its control: as many kernels re-initialised, drawn at random
+  (``--kernel_reinit_random``), same constraint and the gamma chosen for ``kernels_reinit``.
 
 Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all`` and ``rrr_budget``; with ``--alphas`` /
 ``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``paper`` then
@@ -53,13 +55,14 @@ from scripts.dirs import ExperimentDirs  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
 VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget",
-            "kernels_reinit")
+            "kernels_reinit", "kernels_reinit_random")
 LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
           "paper": "Model Doctor +All (paper)", "channel": "Model Doctor +Channel (paper)",
           "space": "Model Doctor +Space (paper)", "rrr_all": "RRR, masks on all images",
           "kernels": "Background kernels (ours)",
           "rrr_budget": "RRR, annotated images only, replayed (ours)",
           "kernels_reinit": "Background kernels re-initialised + suppressed (ours)",
+          "kernels_reinit_random": "Random kernels re-initialised + suppressed (control)",
           "clean": "Clean-trained reference"}
 
 
@@ -108,7 +111,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="spatial weights searched on val for +Space (first seed); +All uses "
                         "the chosen one (default: no search, --beta)")
     p.add_argument("--variants",
-                   default="control,paper,rrr_all,kernels,rrr_budget,kernels_reinit",
+                   default="control,paper,rrr_all,kernels,rrr_budget,kernels_reinit,"
+                           "kernels_reinit_random",
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")
     p.add_argument("--table_name", default=None,
                    help="results file name (default: shortcut, or gains without a decoy)")
@@ -127,7 +131,7 @@ def quiet(fn, argv: list[str]):
 
 RUN_KEYS = ("alpha", "beta", "gamma", "rrr_lambda", "kernel_layers", "kernel_tau", "grad_dir",
             "mask_dir", "ori_model_path", "num_epochs", "lr", "batch_size", "seed",
-            "replay_annotated", "kernel_reinit")
+            "replay_annotated", "kernel_reinit", "kernel_reinit_random")
 
 
 def same_run(args_json: Path, argv: list[str]) -> bool:
@@ -178,6 +182,10 @@ class Benchmark:
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
+        if "kernels_reinit_random" in self.variants and not (
+                "kernels_reinit" in self.variants and floats(args.gammas)):
+            raise ValueError("--variants: kernels_reinit_random is the control of kernels_reinit "
+                             "and takes its gamma: list kernels_reinit too, with --gammas")
         self.has_clean = args.decoy_kind != "none"   # without a decoy the two models coincide
         self.common = ["--model_name", args.model_name, "--data_name", data_name(args),
                        "--workers", str(args.workers), "--no_progress"]
@@ -308,6 +316,11 @@ class Benchmark:
             chosen.get("channel", a.alpha)
         weight_b = value if name == "space" and value is not None else chosen.get("space", a.beta)
         alpha = ["--alpha", f"{weight_a:g}", "--grad_dir", str(grads)]
+
+        def reinit(gamma):
+            return zero + ["--gamma", f"{gamma:g}", f"--kernel_layers={a.kernel_layers}",
+                           "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks),
+                           "--kernel_reinit"]
         beta = ["--beta", f"{weight_b:g}", "--mask_dir", str(masks)]
         return {
             "control": lambda: zero,
@@ -321,9 +334,9 @@ class Benchmark:
             "kernels": lambda: zero + ["--gamma", f"{value:g}",
                                        f"--kernel_layers={a.kernel_layers}",
                                        "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks)],
-            "kernels_reinit": lambda: zero + [
-                "--gamma", f"{value:g}", f"--kernel_layers={a.kernel_layers}",
-                "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks), "--kernel_reinit"],
+            "kernels_reinit": lambda: reinit(value),
+            "kernels_reinit_random": lambda: reinit(chosen.get("kernels_reinit")) +
+            ["--kernel_reinit_random"],
         }[name]()
 
     # -- the benchmark ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ replay=${replay:-32}                          # annotated images replayed per ba
 alphas=${alphas:-}                            # +Channel alpha searched on val (empty: --alpha)
 betas=${betas:-}                              # +Space beta searched on val (empty: --beta)
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
-variants=${variants:-control,paper,rrr_all,kernels,rrr_budget,kernels_reinit}  # also: channel, space
+variants=${variants:-control,paper,rrr_all,kernels,rrr_budget,kernels_reinit,kernels_reinit_random}  # also: channel, space
 out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
 results_dir=${results_dir:-results}
 

@@ -404,3 +404,29 @@ def test_kernel_reinit_renews_only_the_background_kernel_once():
     doctor.remove()
     with pytest.raises(ValueError, match="gamma"):
         DoctorLoss(model=net, spatial_layers=(), kernel_reinit=True)
+
+
+def test_kernel_reinit_random_renews_as_many_kernels_drawn_at_random():
+    net, x, fg = make_background_toy()       # 2 kernels, kernel 0 the background one
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    before = net.conv.weight.detach().clone()
+    renewed = set()
+    for seed in range(8):
+        net.conv.weight.data.copy_(before)
+        doctor = DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
+                            annotated=(x, labels, fg), kernel_reinit=True, reinit_random=True)
+        torch.manual_seed(seed)
+        assert doctor.start_epoch(1) == {"kernels/conv": 1}   # the constraint's kernels
+        torch.manual_seed(seed)                 # the draw: one of two, then the fresh weights
+        pick = int(torch.randperm(2)[0])
+        fresh = torch.empty_like(before)
+        torch.nn.init.kaiming_normal_(fresh, mode="fan_out", nonlinearity="relu")
+        torch.testing.assert_close(net.conv.weight[pick], fresh[pick])
+        torch.testing.assert_close(net.conv.weight[1 - pick], before[1 - pick])
+        assert doctor.kernels["conv"].tolist() == [1.0, 0.0]  # suppressed: still the found one
+        renewed.add(pick)
+        doctor.remove()
+    assert renewed == {0, 1}
+    with pytest.raises(ValueError, match="kernel_reinit"):
+        DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
+                   annotated=(x, labels, fg), reinit_random=True)

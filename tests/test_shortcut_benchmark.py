@@ -39,7 +39,7 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     result = shortcut_benchmark.main(args)
     rows = result["rows"]
     assert set(rows) == {"clean", "untreated", "control", "paper", "rrr_all", "kernels",
-                         "rrr_budget", "kernels_reinit"}
+                         "rrr_budget", "kernels_reinit", "kernels_reinit_random"}
     assert set(rows["kernels"][0]) == {"val", "test", "clean_test", "background_share"}
     assert len(rows["kernels"][0]["background_share"]) == 10
     assert all(len(v) == 2 for v in rows.values())
@@ -50,6 +50,10 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     assert recorded["replay_annotated"] == 4 and recorded["mask_dir"].endswith("seed1/masks")
     reinit = json.loads((tmp_path / "out" / "seed1" / "kernels_reinit" / "args.json").read_text())
     assert reinit["kernel_reinit"] is True and reinit["gamma"] == result["chosen"]["kernels_reinit"]
+    control = json.loads((tmp_path / "out" / "seed1" / "kernels_reinit_random" / "args.json")
+                         .read_text())   # its control: same gamma, random kernels
+    assert control["kernel_reinit_random"] is True and control["gamma"] == reinit["gamma"]
+    assert "kernels_reinit_random" not in result["search"]
     text = (tmp_path / "results" / "shortcut.md").read_text()
     assert "Background kernels (ours)" in text and "± " in text and "chosen" in text
     assert (tmp_path / "results" / "shortcut.png").stat().st_size > 1000
@@ -111,3 +115,13 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     record.write_text(json.dumps(parsed))
     assert shortcut_benchmark.same_run(record, argv)
     assert not shortcut_benchmark.same_run(record, argv + ["--kernel_reinit"])
+
+
+def test_the_random_kernel_control_needs_the_variant_it_controls():
+    parse = shortcut_benchmark.get_args_parser().parse_args
+    with pytest.raises(ValueError, match="kernels_reinit_random.*kernels_reinit"):
+        shortcut_benchmark.Benchmark(parse(["--variants", "control,kernels_reinit_random"]))
+    with pytest.raises(ValueError, match="gammas"):
+        shortcut_benchmark.Benchmark(parse(["--variants", "kernels_reinit,kernels_reinit_random",
+                                            "--gammas", ""]))
+    shortcut_benchmark.Benchmark(parse(["--variants", "kernels_reinit,kernels_reinit_random"]))
