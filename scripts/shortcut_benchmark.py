@@ -20,7 +20,9 @@ with each variant:
 * ``kernels_reinit``: ``kernels`` whose background kernels are also re-initialised before the
   first epoch (``--kernel_reinit``);
 * ``kernels_reinit_random``: its control: as many kernels re-initialised, drawn at random
-  (``--kernel_reinit_random``), same constraint and the gamma chosen for ``kernels_reinit``.
+  (``--kernel_reinit_random``), same constraint and the gamma chosen for ``kernels_reinit``;
+* ``kernels_reinit_deep``: ``kernels_reinit`` at the ``--deep_kernel_layers`` (default the
+  first two convs), with the gamma chosen for ``kernels_reinit``.
 
 Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all`` and ``rrr_budget``; with ``--alphas`` /
 ``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``paper`` then
@@ -55,7 +57,7 @@ from scripts.dirs import ExperimentDirs  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
 VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget",
-            "kernels_reinit", "kernels_reinit_random")
+            "kernels_reinit", "kernels_reinit_random", "kernels_reinit_deep")
 LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
           "paper": "Model Doctor +All (paper)", "channel": "Model Doctor +Channel (paper)",
           "space": "Model Doctor +Space (paper)", "rrr_all": "RRR, masks on all images",
@@ -63,6 +65,8 @@ LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
           "rrr_budget": "RRR, annotated images only, replayed (ours)",
           "kernels_reinit": "Background kernels re-initialised + suppressed (ours)",
           "kernels_reinit_random": "Random kernels re-initialised + suppressed (control)",
+          "kernels_reinit_deep": "Background kernels re-initialised + suppressed, "
+                                 "first two convs (ours)",
           "clean": "Clean-trained reference"}
 
 
@@ -95,6 +99,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--gammas", default="0.1,0.3,1,3",
                    help="background-kernel weights searched on val (first seed)")
     p.add_argument("--kernel_layers", default="-1", help="background-kernel layers")
+    p.add_argument("--deep_kernel_layers", default="-1,-2",
+                   help="background-kernel layers of the kernels_reinit_deep variant")
     p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
     p.add_argument("--rrr_lambdas", default="0.1,0.3,1,3",
                    help="right-reasons weights (masks on all images) searched on val (first "
@@ -112,7 +118,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "the chosen one (default: no search, --beta)")
     p.add_argument("--variants",
                    default="control,paper,rrr_all,kernels,rrr_budget,kernels_reinit,"
-                           "kernels_reinit_random",
+                           "kernels_reinit_random,kernels_reinit_deep",
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")
     p.add_argument("--table_name", default=None,
                    help="results file name (default: shortcut, or gains without a decoy)")
@@ -182,10 +188,11 @@ class Benchmark:
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
-        if "kernels_reinit_random" in self.variants and not (
-                "kernels_reinit" in self.variants and floats(args.gammas)):
-            raise ValueError("--variants: kernels_reinit_random is the control of kernels_reinit "
-                             "and takes its gamma: list kernels_reinit too, with --gammas")
+        for borrower in ("kernels_reinit_random", "kernels_reinit_deep"):
+            if borrower in self.variants and not (
+                    "kernels_reinit" in self.variants and floats(args.gammas)):
+                raise ValueError(f"--variants: {borrower} takes the gamma chosen for "
+                                 "kernels_reinit: list kernels_reinit too, with --gammas")
         self.has_clean = args.decoy_kind != "none"   # without a decoy the two models coincide
         self.common = ["--model_name", args.model_name, "--data_name", data_name(args),
                        "--workers", str(args.workers), "--no_progress"]
@@ -317,8 +324,8 @@ class Benchmark:
         weight_b = value if name == "space" and value is not None else chosen.get("space", a.beta)
         alpha = ["--alpha", f"{weight_a:g}", "--grad_dir", str(grads)]
 
-        def reinit(gamma):
-            return zero + ["--gamma", f"{gamma:g}", f"--kernel_layers={a.kernel_layers}",
+        def reinit(gamma, layers=a.kernel_layers):
+            return zero + ["--gamma", f"{gamma:g}", f"--kernel_layers={layers}",
                            "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks),
                            "--kernel_reinit"]
         beta = ["--beta", f"{weight_b:g}", "--mask_dir", str(masks)]
@@ -337,6 +344,8 @@ class Benchmark:
             "kernels_reinit": lambda: reinit(value),
             "kernels_reinit_random": lambda: reinit(chosen.get("kernels_reinit")) +
             ["--kernel_reinit_random"],
+            "kernels_reinit_deep": lambda: reinit(chosen.get("kernels_reinit"),
+                                                  a.deep_kernel_layers),
         }[name]()
 
     # -- the benchmark ------------------------------------------------------------------------

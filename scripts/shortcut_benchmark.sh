@@ -27,7 +27,8 @@ replay=${replay:-32}                          # annotated images replayed per ba
 alphas=${alphas:-}                            # +Channel alpha searched on val (empty: --alpha)
 betas=${betas:-}                              # +Space beta searched on val (empty: --beta)
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
-variants=${variants:-control,paper,rrr_all,kernels,rrr_budget,kernels_reinit,kernels_reinit_random}  # also: channel, space
+deep_kernel_layers=${deep_kernel_layers:--1,-2}  # kernels_reinit_deep: the first two convs
+variants=${variants:-control,paper,rrr_all,kernels,rrr_budget,kernels_reinit,kernels_reinit_random,kernels_reinit_deep}  # also: channel, space
 out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
 results_dir=${results_dir:-results}
 
@@ -50,6 +51,7 @@ results_dir=${results_dir:-results}
   --alphas "${alphas}" \
   --betas "${betas}" \
   --kernel_layers="${kernel_layers}" \
+  --deep_kernel_layers="${deep_kernel_layers}" \
   --variants "${variants}" \
   --out_dir "${out_dir}" \
   --results_dir "${results_dir}"

@@ -39,7 +39,8 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     result = shortcut_benchmark.main(args)
     rows = result["rows"]
     assert set(rows) == {"clean", "untreated", "control", "paper", "rrr_all", "kernels",
-                         "rrr_budget", "kernels_reinit", "kernels_reinit_random"}
+                         "rrr_budget", "kernels_reinit", "kernels_reinit_random",
+                         "kernels_reinit_deep"}
     assert set(rows["kernels"][0]) == {"val", "test", "clean_test", "background_share"}
     assert len(rows["kernels"][0]["background_share"]) == 10
     assert all(len(v) == 2 for v in rows.values())
@@ -54,6 +55,10 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
                          .read_text())   # its control: same gamma, random kernels
     assert control["kernel_reinit_random"] is True and control["gamma"] == reinit["gamma"]
     assert "kernels_reinit_random" not in result["search"]
+    deep = json.loads((tmp_path / "out" / "seed1" / "kernels_reinit_deep" / "args.json")
+                      .read_text())  # the first two convs, same gamma
+    assert deep["kernel_layers"] == "-1,-2" and deep["gamma"] == reinit["gamma"]
+    assert deep["kernel_reinit"] is True and not deep["kernel_reinit_random"]
     text = (tmp_path / "results" / "shortcut.md").read_text()
     assert "Background kernels (ours)" in text and "± " in text and "chosen" in text
     assert (tmp_path / "results" / "shortcut.png").stat().st_size > 1000
@@ -119,6 +124,8 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
 
 def test_the_random_kernel_control_needs_the_variant_it_controls():
     parse = shortcut_benchmark.get_args_parser().parse_args
+    with pytest.raises(ValueError, match="kernels_reinit_deep takes the gamma"):
+        shortcut_benchmark.Benchmark(parse(["--variants", "control,kernels_reinit_deep"]))
     with pytest.raises(ValueError, match="kernels_reinit_random.*kernels_reinit"):
         shortcut_benchmark.Benchmark(parse(["--variants", "control,kernels_reinit_random"]))
     with pytest.raises(ValueError, match="gammas"):
