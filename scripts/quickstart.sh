@@ -31,6 +31,8 @@ noise_delta=${noise_delta:-0.1}               # delta
 alpha=${alpha:-0.078}                         # channel constraint weight
 beta=${beta:-1.0}                             # spatial constraint weight
 gamma=${gamma:-0.3}                           # background-kernel weight (chosen on the shortcut benchmark's val split)
+kernel_layers=${kernel_layers:--1,-2}         # +Kernels: the first two convs, their background
+kernel_reinit=${kernel_reinit:-1}             #   kernels re-initialised (shortcut benchmark, README)
 expand_px=${expand_px:-2}                     # mask expansion at 32 px
 table_dir=${table_dir:-results}
 layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
@@ -78,7 +80,7 @@ treat control 0 0 0
 treat channel "$alpha" 0 0
 treat space 0 "$beta" 0
 treat all "$alpha" "$beta" 0
-treat kernels 0 0 "$gamma"
+kernel_layers=$kernel_layers kernel_reinit=$kernel_reinit treat kernels 0 0 "$gamma"
 
 step "9/9 test every model (best and final epoch) and tabulate"
 "$PYTHON" -m scripts.quickstart_table \

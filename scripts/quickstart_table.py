@@ -24,7 +24,7 @@ ORIGINAL = "Original model"
 
 def models_of(exp: ExperimentDirs) -> list[tuple[str, Path]]:
     """``(row label, best-epoch checkpoint)``: the original, then each quickstart treatment."""
-    labels = {**LABELS, "kernels": "+Kernels (ours, not in the paper)"}
+    labels = {**LABELS, "kernels": "+Kernels re-initialised (ours, not in the paper)"}
     return [(ORIGINAL, exp.model_ori)] + [(labels[v], exp.treated_model(v))
                                           for v in (*VARIANTS, "kernels")]
 

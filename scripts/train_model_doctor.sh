@@ -37,6 +37,7 @@ noise_delta=${noise_delta:-0}
 gamma=${gamma:-0}                     # background-kernel constraint (not in the paper; needs masks)
 kernel_layers=${kernel_layers:--1}    # its conv layers (-1 = the first conv)
 kernel_tau=${kernel_tau:-0.5}
+kernel_reinit=${kernel_reinit:-0}     # 1: re-initialise the background kernels before epoch 1
 replay_annotated=${replay_annotated:-0}  # annotated images appended to every batch
 init=${init:-pretrained}
 variant=${variant:-doctor}            # names the output folder
@@ -80,6 +81,7 @@ launch train_model_doctor.py \
   --gamma "$gamma" \
   --kernel_layers="$kernel_layers" \
   --kernel_tau "$kernel_tau" \
+  $( [ "$kernel_reinit" = 1 ] && echo --kernel_reinit ) \
   --replay_annotated "$replay_annotated" \
   --init "$init" \
   $( [ "$resume" = 1 ] && echo --resume ) \

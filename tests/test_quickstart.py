@@ -20,7 +20,7 @@ def test_quickstart_fast(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     table = (tmp_path / "results" / "quickstart.md").read_text()
     for row in ("Original model", "Fine-tune control", "+Channel", "+Space", "+All",
-                "+Kernels (ours, not in the paper)"):
+                "+Kernels re-initialised (ours, not in the paper)"):
         assert f"| {row} |" in table
     assert "| random-decoy test top-1 | gradient on background |" in table
     assert "class 9" in table and table in proc.stdout
@@ -38,3 +38,6 @@ def test_quickstart_fast(tmp_path):
     assert (exp / "diagnosis" / "diagnosis.csv").is_file()
     for variant in ("control", "channel", "space", "all", "kernels"):
         assert (exp / variant / "models" / "test_final_clean.json").is_file()
+    kernels = json.loads((exp / "runs" / "kernels" / "args.json").read_text())
+    assert kernels["kernel_reinit"] is True and kernels["kernel_layers"] == "-1,-2"
+    assert kernels["gamma"] == 0.3 and kernels["alpha"] == kernels["beta"] == 0
