@@ -467,7 +467,8 @@ class Benchmark:
         name = a.table_name or ("shortcut" if self.has_clean else "gains")
         atomic_write_text(out / f"{name}.md", text)
         atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
-        fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 3.6))
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(16, 1.2 + 0.4 * len(keys)),
+                                     layout="constrained")
         ax.barh([self.label(k) for k in keys][::-1], [stats[k]["test"][0] for k in keys][::-1],
                 xerr=[stats[k]["test"][1] for k in keys][::-1], color="tab:blue")
         ax.set_xlabel(f"{test} top-1 (%)")
@@ -479,9 +480,9 @@ class Benchmark:
         bx.set_xticks([c + 0.4 - width / 2 for c in classes], [str(c) for c in classes])
         bx.set_xlabel("class")
         bx.set_ylabel("gradient on background (%)")
-        bx.set_title("Diagnosis: where the class score looks (first conv)")
-        bx.legend(fontsize=7)
-        fig.tight_layout()
+        bx.set_title("Diagnosis (first conv)")
+        fig.legend(*bx.get_legend_handles_labels(), fontsize=7,
+                   loc="outside right upper")        # beside the bars, not over them
         save_figure(fig, out / f"{name}.png")
         plt.close(fig)
         print(text)
