@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Shortcut benchmark (results/shortcut.md + .png): a decoy the model takes, and whether each
 # treatment cures it — untreated, fine-tune control, the paper's +All, RRR with every mask,
-# and the background-kernel constraint with 20 masks per class; mean ± std over seeds.
+# and ours with 20 masks per class (background kernels suppressed / re-initialised at the first
+# or first two convs, with a random-kernel control; RRR on the annotated images replayed);
+# mean ± std over seeds.
 # Fashion-MNIST comes from data/raw/fashion_mnist or Debian's dataset-fashion-mnist.
 # The paper's gains on real, decoy-free data (results/gains.md):
 #   decoy_kind=none variants=control,channel,space,paper bash scripts/shortcut_benchmark.sh
