@@ -29,15 +29,11 @@ workers=${workers:-0}
 device_index=${device_index:-}
 exp_dir=${exp_dir:-${result_path}/${exp_name}}
 table_dir=${table_dir:-results}
-launcher=${launcher:-none}            # none (in this process) | local (submitit, here) | slurm
-parallel=${parallel:-1}               # treatment runs at once (local processes / Slurm array)
-partition=${partition:-}              # Slurm partition; empty: the cluster's default
-gpus_per_job=${gpus_per_job:-0}       # GPUs per run (local: handed out in turn; 0 on a CPU)
-cpus_per_job=${cpus_per_job:-}        # Slurm CPUs per run; empty: the cluster's default
-time_min=${time_min:-2880}            # time limit of one run (minutes)
+# launcher parallel partition gpus_per_job cpus_per_job time_min: scripts/_launch.sh
+# (one job per run; gpus_per_job defaults to 0 here)
 
 source scripts/_launch.sh
-job_flags
+job_flags 0
 "$PYTHON" -m scripts.ablation annotations \
   --exp_dir "$exp_dir" \
   --model_name "$model_name" \

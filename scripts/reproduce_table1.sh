@@ -31,12 +31,8 @@ out_dir=${out_dir:-results}
 workers=${workers:-2}
 device_index=${device_index:-}        # empty: the scripts' --device auto
 extra_args=${extra_args:---no_progress}   # appended to every python call of the scripts
-launcher=${launcher:-none}            # none (in this process) | local (submitit, here) | slurm
-parallel=${parallel:-1}               # cells running at once (local processes / Slurm array)
-partition=${partition:-}              # Slurm partition; empty: the cluster's default
-gpus_per_job=${gpus_per_job:-1}       # GPUs per cell (local: handed out in turn; 0 on a CPU)
-cpus_per_job=${cpus_per_job:-}        # Slurm CPUs per cell; empty: the cluster's default
-time_min=${time_min:-2880}            # time limit of one cell (minutes)
+# launcher parallel partition gpus_per_job cpus_per_job time_min: scripts/_launch.sh
+# (one job per cell; gpus_per_job defaults to 1 here)
 dry_run=${dry_run:-0}
 report_only=${report_only:-0}
 
@@ -46,7 +42,7 @@ if [ "$dry_run" = 1 ]; then flags+=(--dry_run); fi
 if [ "$report_only" = 1 ]; then flags+=(--report_only); fi
 
 source scripts/_launch.sh
-job_flags
+job_flags 1
 "$PYTHON" -m scripts.table1 \
   --models "$models" \
   --datasets "$datasets" \
