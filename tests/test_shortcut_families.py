@@ -287,3 +287,34 @@ def test_group_accuracies_on_a_hand_built_case():
         group_accuracies([0], [0, 1], [0, 1])
     with pytest.raises(ValueError, match="no samples"):
         worst_group_accuracy([], [], [])
+
+
+# ---------------------------------------------------------------- the benchmark's data
+
+def test_benchmark_builds_the_photo_family_and_its_independent_twin(plain, tmp_path):
+    from loaders import get_spec
+    from models.registry import default_stem
+    from scripts import shortcut_benchmark
+    argv = ["--source", str(plain.parent / "raw"), "--data_root", str(tmp_path / "data"),
+            "--out_dir", str(tmp_path / "out"), "--decoy_kind", "photo", "--correlation",
+            "0.9", "--train_per_class", "3", "--val_per_class", "2", "--no_verify"]
+    args = shortcut_benchmark.get_args_parser().parse_args(argv)
+    name = shortcut_benchmark.data_name(args)
+    spec = get_spec(name)
+    assert (name, spec.size, spec.in_channels) == ("photo_fashion_mnist", 64, 3)
+    assert default_stem(spec.size) == "small"          # the CIFAR forms run at 64 px
+    assert default_stem(get_spec("photo_fashion_mnist96").size) == "imagenet"
+    bench = shortcut_benchmark.Benchmark(args)
+    bench.prepare()
+    assert bench.decoy_dir.name == "shortcut_fashion_mnist_photo0.9_3"
+    assert bench.clean_dir.name == "shortcut_fashion_mnist_photo0_3"
+    for root in (bench.decoy_dir, bench.clean_dir):
+        for split, count in (("train", 30), ("val", 20), ("test", 200)):
+            rows = photo_backgrounds.read_groups(root / split / "groups.csv")
+            assert len(rows) == count
+            assert len(list((root / "masks" / split).rglob("*.png"))) == count
+    decoyed = photo_backgrounds.read_groups(bench.decoy_dir / "train" / "groups.csv")
+    assert np.mean([r["agrees"] for r in decoyed]) > 0.7
+    with pytest.raises(ValueError, match="fashion_mnist"):
+        shortcut_benchmark.Benchmark(shortcut_benchmark.get_args_parser().parse_args(
+            argv + ["--base_data", "mnist"]))
