@@ -14,6 +14,9 @@ Two kinds:
   kept): the background, and the dark parts of an object below the mask threshold (about
   a fifth of Fashion-MNIST's non-zero pixels, e.g. dark garment interiors). Spatially extended, it survives crops and flips, and a CNN takes
   it: this is the shortcut benchmark's decoy.
+- ``glyph`` and ``spot`` (:mod:`preprocessing.patches`): a local class-coded patch, a 4x4
+  binary glyph or the DecoyMNIST shade square, at a random position on the background that
+  never covers the object, so the mask stays the object's and the decoy lies outside it.
 - ``none``: the images unchanged (with the same splits and masks): the decoy-free twin of a
   decoy dataset, to train the clean reference model on the same images.
 
@@ -34,13 +37,13 @@ from typing import Iterator, Mapping
 import numpy as np
 from PIL import Image
 
-from preprocessing import digits, mnist
+from preprocessing import digits, mnist, patches
 from preprocessing.common import (SPLITS, Sample, Summary, read_classes,
                                   register_converter, write_dataset)
 
 MASK_THRESHOLD = 0.25  # object = original pixels above this fraction of the image maximum
 SHADE_STEP = 25
-KINDS = ("shade", "texture", "none")
+KINDS = ("shade", "texture", *patches.KINDS, "none")
 TEXTURE_STRENGTH = 60
 NUM_TEXTURES = 10
 
@@ -82,6 +85,9 @@ def add_decoy(image: np.ndarray, label: int, split: str, num_classes: int,
     mask = object_mask(image)
     if kind == "none":
         return image.copy(), mask
+    if kind in patches.KINDS:
+        code = label if split == "train" else int(rng.integers(num_classes))
+        return patches.paint(image, mask, kind, code, rng)[0], mask
     if kind == "texture":
         code = label if split == "train" else int(rng.integers(num_classes))
         paint = texture(code, h, w) * np.uint8(strength)
@@ -148,7 +154,8 @@ def make_decoy(source: str | Path, output: str | Path, seed: int = 0,
     if kind not in KINDS:
         raise ValueError(f"decoy kind must be one of {KINDS}, got {kind!r}")
     classes = read_classes(source)
-    limit = NUM_TEXTURES if kind == "texture" else 255 // SHADE_STEP + 1
+    limit = NUM_TEXTURES if kind == "texture" else patches.MAX_CLASSES.get(
+        kind, 255 // SHADE_STEP + 1)
     if len(classes) > limit:
         raise ValueError(f"the {kind} decoy encodes at most {limit} classes, {source} has "
                          f"{len(classes)}")

@@ -20,7 +20,7 @@ if not __package__:  # run as a script: see _bootstrap.py beside this file
 
 # Importing the format modules registers their converters.
 from preprocessing import (  # noqa: E402,F401
-    cifar, decoy, digits, mini_imagenet, mnist, stl10, svhn,
+    cifar, decoy, digits, mini_imagenet, mnist, photo_backgrounds, stl10, svhn,
 )
 from preprocessing.common import CONVERTERS  # noqa: E402
 
@@ -52,6 +52,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val_per_class", type=int, default=0,
                         help="decoy_*: training images per class held out as a 'val' split "
                              "with random decoys (for choosing hyperparameters)")
+    parser.add_argument("--correlation", type=photo_backgrounds.correlation_arg,
+                        default=photo_backgrounds.DEFAULT_CORRELATION,
+                        help="photo_*: share of training images on their class's background "
+                             "place (0: backgrounds independent of the class)")
     parser.add_argument("--subset_per_class", type=int, default=0,
                         help="decoy_*: keep this many training images per class (0 = all)")
     parser.add_argument("--no_verify", action="store_true",
@@ -64,7 +68,7 @@ def main(args: argparse.Namespace):
     if converter.needs_source and args.source is None:
         raise SystemExit(f"--data_name {args.data_name} needs --source")
     if (args.val_per_class or args.subset_per_class or args.decoy_kind != "shade") \
-            and not args.data_name.startswith("decoy"):
+            and not args.data_name.startswith(("decoy", "photo")):
         raise SystemExit("--decoy_kind, --val_per_class and --subset_per_class are only "
                          "supported for the decoy_* datasets")
     if args.num_classes_subset and args.data_name != "mini_imagenet":

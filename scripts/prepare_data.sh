@@ -7,6 +7,9 @@
 #     num_classes_subset=10 bash scripts/prepare_data.sh
 #   data_name=decoy source_dir=data/mnist data_dir=data/decoy_mnist bash scripts/prepare_data.sh
 #   data_name=fashion_mnist bash scripts/prepare_data.sh   # finds Debian's dataset-fashion-mnist files
+#   data_name=decoy_fashion_mnist decoy_kind=glyph bash scripts/prepare_data.sh   # local patch
+#   data_name=photo_fashion_mnist correlation=0.95 val_per_class=100 bash scripts/prepare_data.sh
+#   data_name=photo_fashion_mnist96 correlation=0 bash scripts/prepare_data.sh   # STL-10 stand-in
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,10 +20,11 @@ download=${download:-0}
 seed=${seed:-0}
 num_classes_subset=${num_classes_subset:-0}   # mini_imagenet only; 0 = all classes
 train_per_class=${train_per_class:-480}       # mini_imagenet only
-decoy_kind=${decoy_kind:-shade}              # decoy_* only: shade | texture
+decoy_kind=${decoy_kind:-shade}              # decoy_* only: shade | texture | glyph | spot
 decoy_strength=${decoy_strength:-60}          # decoy_* texture: background texture intensity
-val_per_class=${val_per_class:-0}             # decoy_* only: held-out validation images
-subset_per_class=${subset_per_class:-0}       # decoy_* only: training images kept (0 = all)
+val_per_class=${val_per_class:-0}             # decoy_*, photo_*: held-out validation images
+subset_per_class=${subset_per_class:-0}       # decoy_*, photo_*: training images kept (0 = all)
+correlation=${correlation:-0.95}              # photo_*: training images on their class's place (0: independent)
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 download_flag=()
@@ -37,4 +41,5 @@ if [ "${download}" = 1 ]; then download_flag=(--download); fi
   --decoy_strength "${decoy_strength}" \
   --val_per_class "${val_per_class}" \
   --subset_per_class "${subset_per_class}" \
+  --correlation "${correlation}" \
   ${download_flag[@]+"${download_flag[@]}"}

@@ -52,7 +52,8 @@ import train_model_doctor  # noqa: E402
 from core import grad_calculate, image_sift  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
-from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
+from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # noqa: E402
+                           synthetic_labelme)
 from scripts.dirs import ExperimentDirs  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
@@ -82,7 +83,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_root", default="data", help="datasets are written under this folder")
     p.add_argument("--out_dir", default="output/shortcut", help="runs are written here")
     p.add_argument("--results_dir", default="results", help="table, JSON and plot")
-    p.add_argument("--decoy_kind", default="texture", choices=decoy.KINDS)
+    p.add_argument("--decoy_kind", default="texture", choices=(*decoy.KINDS, "photo"),
+                   help="photo: Fashion-MNIST on photographs at 64 px, the background place "
+                        "correlated with the class (--correlation); its clean twin has "
+                        "backgrounds independent of the class")
+    p.add_argument("--correlation", type=photo_backgrounds.correlation_arg,
+                   default=photo_backgrounds.DEFAULT_CORRELATION,
+                   help="photo: share of training images on their class's background place")
     p.add_argument("--decoy_strength", type=int, default=decoy.TEXTURE_STRENGTH,
                    help="texture intensity (1-255)")
     p.add_argument("--train_per_class", type=int, default=1000, help="training images kept")
@@ -171,6 +178,8 @@ def floats(text: str) -> list[float]:
 
 
 def data_name(args) -> str:
+    if args.decoy_kind == "photo":
+        return photo_backgrounds.DATA_NAMES[64]
     return f"decoy_{args.base_data}"
 
 
@@ -178,12 +187,18 @@ class Benchmark:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.out = Path(args.out_dir)
-        strength = "" if args.decoy_kind == "none" else args.decoy_strength
+        self.photo = args.decoy_kind == "photo"
+        if self.photo and args.base_data != "fashion_mnist":
+            raise ValueError("--decoy_kind photo: the items are Fashion-MNIST's "
+                             "(--base_data fashion_mnist)")
+        strength = f"{args.correlation:g}" if self.photo else \
+            "" if args.decoy_kind == "none" else args.decoy_strength
         tag = f"{args.decoy_kind}{strength}_{args.train_per_class}"
         root = Path(args.data_root)
         self.plain = root / args.base_data
         self.decoy_dir = root / f"shortcut_{args.base_data}_{tag}"
-        self.clean_dir = root / f"shortcut_{args.base_data}_none_{args.train_per_class}"
+        clean = "photo0" if self.photo else "none"
+        self.clean_dir = root / f"shortcut_{args.base_data}_{clean}_{args.train_per_class}"
         self.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
@@ -204,6 +219,11 @@ class Benchmark:
         mnist.convert_mnist(a.base_data, a.source or f"data/raw/{a.base_data}", self.plain,
                             verify=not a.no_verify)
         split = dict(val_per_class=a.val_per_class, train_per_class=a.train_per_class)
+        if self.photo:
+            photo_backgrounds.make_photo(self.plain, self.decoy_dir,
+                                         correlation=a.correlation, **split)
+            photo_backgrounds.make_photo(self.plain, self.clean_dir, correlation=0, **split)
+            return
         decoy.make_decoy(self.plain, self.decoy_dir, kind=a.decoy_kind,
                          strength=a.decoy_strength, **split)
         decoy.make_decoy(self.plain, self.clean_dir, kind="none", **split)
@@ -355,6 +375,7 @@ class Benchmark:
         keys = ("model_name", "base_data", "decoy_kind", "decoy_strength", "train_per_class",
                 "val_per_class", "train_epochs", "doctor_epochs", "budget", "num_high",
                 "batch_size", "lr", "alpha", "beta", "kernel_layers", "kernel_tau")
+        keys += ("correlation",) if self.photo else ()
         config = {k: getattr(self.args, k) for k in keys}
         path = self.out / "config.json"
         if path.is_file():
@@ -427,7 +448,8 @@ class Benchmark:
         lines = [
             f"`{a.model_name}` on {a.base_data} ({a.train_per_class} training images per "
             f"class), decoy `{a.decoy_kind}`"
-            + (f" (strength {a.decoy_strength})" if self.has_clean else "")
+            + (f" (correlation {a.correlation:g})" if self.photo else
+               f" (strength {a.decoy_strength})" if self.has_clean else "")
             + f"; {len(rows['untreated'])} seeds ({a.seeds}), mean ± std; training "
             f"{a.train_epochs} epochs, every fine-tune {a.doctor_epochs} epochs (SGD lr {a.lr}, "
             f"cosine, batch {a.batch_size}); {a.budget} annotated images per class from "
