@@ -22,6 +22,7 @@ from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
 from utils.cli import HelpFormatter, run_main  # noqa: E402
+from utils.io import refuse_overlap  # noqa: E402
 import models  # noqa: E402
 from core.entry import add_model_data_args, load_trained_model, resolved_args  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, channel_gradients  # noqa: E402
@@ -88,6 +89,7 @@ def compute_statistics(model, loader, layers, num_classes, device, noise_draws=1
 
 
 def main(args: argparse.Namespace) -> ChannelStatistics:
+    refuse_overlap(args.grad_path, {"--data_path": args.data_path}, "--grad_path")
     info, device = init_distributed(get_device(args.device, args.device_index))
     set_seed(args.seed + info.rank)     # each rank draws its own noise
     dataset = loaders.build_dataset(args.data_name, args.data_path, "train", args.in_channels,

@@ -38,7 +38,7 @@ from loaders import folder as folder_module
 from loaders.batch import Batch, PlainBatch
 from loaders.folder import ImageFolderDataset, MaskedImageFolder
 from loaders.registry import DatasetSpec
-from loaders.transforms import channel_stats
+from loaders.transforms import normalization_stats
 from utils.io import atomic_write
 
 MAX_SIZE = 64
@@ -224,7 +224,7 @@ class MemoryDataset(Dataset):
         self.root, self.classes, self.samples = folder.root, folder.classes, folder.samples
         self.in_channels, self.spec, self.train = folder.in_channels, spec, train
         self.hflip = spec.hflip
-        mean, std = channel_stats(spec, folder.in_channels)
+        mean, std = normalization_stats(spec, folder.in_channels)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.images = torch.from_numpy(load_images(folder, spec.size))
