@@ -51,8 +51,8 @@ def channel_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     noiseless pass is taken. The J draws run in chunks of ``max(1, max_copies // B)``
     draws, so at most ``max(max_copies, B)`` noisy copies (and their gradients) are in
     memory at once; the noise is drawn in the same order as in one pass, so the result is
-    the same (peak RSS of ``core/grad_calculate.py`` on a tiny model at B = 8: see the
-    report of this change; it no longer grows with J).
+    the same. Peak RSS, two 3x3 convs (32, 64 channels) on 32 px images, B = 8, CPU:
+    J = 10: 785 MiB; J = 1000: 1347 MiB (8706 MiB in one pass of all 8000 copies).
     """
     if noise_delta <= 0:
         grads = layer_gradients(model, images, labels, layers)
