@@ -201,3 +201,17 @@ def test_trained_size_contradiction_refused(tmp_path):
         loaders.build_dataset("cifar10", root, "train", data_mode="folder")
     with pytest.raises(ValueError, match=r"img0\.png is 64x64.*32x32"):
         loaders.build_dataset("cifar10", root, "train", data_mode="memory")
+
+
+def test_labelme_shape_outside_the_image_and_bare_json_file(tmp_path, monkeypatch):
+    from preprocessing import labelme_to_mask
+    outside = labelme_json(tmp_path / "j" / "cat" / "far.json", [[20, 20], [30, 20], [30, 30]])
+    n_ok, failures = labelme_to_mask.convert_files([outside], tmp_path / "j", tmp_path / "m")
+    assert n_ok == 0 and "lie(s) outside the 8x8 image" in failures[0][1]
+    labelme_json(tmp_path / "j" / "cat" / "0.json", [[1, 1], [6, 1], [6, 6]])
+    monkeypatch.chdir(tmp_path / "j" / "cat")      # "--json_file 0.json" inside its class
+    args = labelme_to_mask.get_args_parser().parse_args(
+        ["--json_file", "0.json", "--mask_dir", str(tmp_path / "m")])
+    assert labelme_to_mask.main(args) == 0
+    assert (tmp_path / "m" / "cat" / "0.png").is_file()
+    assert "(default: None)" not in labelme_to_mask.get_args_parser().format_help()
