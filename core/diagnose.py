@@ -41,6 +41,7 @@ from tqdm import tqdm  # noqa: E402
 import loaders  # noqa: E402
 from core.entry import add_model_data_args, load_trained_model, resolved_args  # noqa: E402
 from utils.cli import HelpFormatter, run_main  # noqa: E402
+from utils.io import refuse_overlap  # noqa: E402
 import models  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, rectify  # noqa: E402
 from core.grad_constraint import background_weights  # noqa: E402
@@ -251,6 +252,9 @@ def write_csv(result: dict, order: np.ndarray, classes: list[str], path: Path) -
 
 
 def main(args: argparse.Namespace) -> dict:
+    refuse_overlap(args.out_dir, {"--data_path": args.data_path, "--mask_dir": args.mask_dir,
+                                  "--grad_path": args.grad_path, "--high_path": args.high_path,
+                                  "--low_path": args.low_path}, "--out_dir")
     device = get_device(args.device, args.device_index)
     mask_dir = loaders.resolve_split(args.mask_dir, args.data_type) if args.mask_dir else None
     dataset = loaders.build_dataset(args.data_name, args.data_path, args.data_type,

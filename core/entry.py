@@ -27,10 +27,14 @@ def add_model_data_args(p: argparse.ArgumentParser, model_path: str | None = Non
     if ``model_path`` is given, ``--model_path`` with that default."""
     p.add_argument("--model_name", default="resnet34", choices=sorted(models.MODELS),
                    help="network architecture")
-    p.add_argument("--data_name", default="decoy_digits", choices=sorted(loaders.DATASETS),
-                   help="dataset: sets image size, normalisation and augmentation")
+    p.add_argument("--data_name", default="decoy_digits", choices=loaders.data_names(),
+                   help="dataset: sets image size, normalisation and augmentation; 'folder': "
+                        "your own images, settings read from the training split")
     p.add_argument("--in_channels", type=int, default=None,
-                   help="image channels (default: the dataset's)")
+                   help="image channels (default: the dataset's; 3 for folder)")
+    p.add_argument("--image_size", type=int, default=None,
+                   help="image size in px, checked against the dataset's (default: the "
+                        "dataset's; for folder, the training images')")
     p.add_argument("--num_classes", type=int, default=None,
                    help="number of classes (default: from classes.txt); must match the data")
     p.add_argument("--stem", default=None, choices=models.STEMS,
@@ -54,9 +58,21 @@ class Setup:
     model: nn.Module | None = None
 
 
+def dataset_spec(args: argparse.Namespace) -> loaders.DatasetSpec:
+    """The spec of ``--data_name`` (``folder``: read from ``--data_dir``/``--data_path``);
+    an ``--image_size`` that contradicts it is an error."""
+    root = getattr(args, "data_dir", None) or getattr(args, "data_path", None)
+    spec = loaders.get_spec(args.data_name, root, args.in_channels)
+    size = getattr(args, "image_size", None)
+    if size is not None and size != spec.image_size:
+        raise ValueError(f"--image_size {size} but --data_name {args.data_name} has "
+                         f"{spec.image_size} px images")
+    return spec
+
+
 def input_channels(args: argparse.Namespace) -> int:
     """``--in_channels``, or the dataset's."""
-    return args.in_channels or loaders.get_spec(args.data_name).in_channels
+    return args.in_channels or dataset_spec(args).in_channels
 
 
 def resolve(args: argparse.Namespace, classes: Sequence[str] | None = None,
@@ -64,7 +80,7 @@ def resolve(args: argparse.Namespace, classes: Sequence[str] | None = None,
     """The model/data flags of ``args`` for data listing ``classes`` (``source`` names it in
     errors). A ``--num_classes`` that contradicts the class list is an error; without a class
     list the count is ``--num_classes``, else ``num_classes`` (e.g. a checkpoint's record)."""
-    spec = loaders.get_spec(args.data_name)
+    spec = dataset_spec(args)
     classes = list(classes or [])
     count = args.num_classes or len(classes) or num_classes
     if classes and count != len(classes):
@@ -73,7 +89,7 @@ def resolve(args: argparse.Namespace, classes: Sequence[str] | None = None,
     if not count:
         raise ValueError("--num_classes is needed: neither the data nor the checkpoint "
                          "records the number of classes")
-    return Setup(spec, classes, input_channels(args), count)
+    return Setup(spec, classes, args.in_channels or spec.in_channels, count)
 
 
 def setup_model(args: argparse.Namespace, classes: Sequence[str] | None = None, *,

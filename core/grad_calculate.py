@@ -5,8 +5,8 @@
         --grad_path output/grads
 
 Writes ``grad_path/channel_stats.npz`` (all layers, raw sums, counts, normalised values,
-masks and settings), the released ``layer_{i}.npy`` masks (``i`` = index from the last
-conv) and a class × kernel heat map per layer (PNG + TensorBoard).
+masks and settings: the record every later step reads) and a class × kernel heat map per
+layer ``heatmap_layer_{i}.png`` (``i`` = index from the last conv; PNG + TensorBoard).
 """
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from pathlib import Path
 if not __package__:  # run as a script: see _bootstrap.py beside this file
     import _bootstrap  # noqa: F401
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import loaders  # noqa: E402
 from utils.cli import HelpFormatter, run_main  # noqa: E402
+from utils.io import refuse_overlap  # noqa: E402
 import models  # noqa: E402
 from core.entry import add_model_data_args, load_trained_model, resolved_args  # noqa: E402
 from core.channel_stats import GRAD_MODES, ChannelStatistics, channel_gradients  # noqa: E402
-from utils import (RunRecorder, add_device_args, atomic_save, get_device, set_seed,  # noqa: E402
+from utils import (RunRecorder, add_device_args, get_device, set_seed,  # noqa: E402
                    weights_fingerprint)
 from utils.distributed import (DistInfo, ShardSampler, all_reduce_sum, cleanup,  # noqa: E402
                                init_distributed)
@@ -38,7 +38,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data_path", default="output/sift/high",
                    help="sifted high-confidence images, <class>/<file> layout")
     p.add_argument("--grad_path", default="output/grads",
-                   help="output folder: channel_stats.npz, layer_<i>.npy masks, heat maps")
+                   help="output folder: channel_stats.npz, heat maps; must not overlap "
+                        "--data_path")
     p.add_argument("--layers", default="0",
                    help="comma-separated conv layers (index from the last conv, or module "
                         "names), or 'all'")
@@ -88,6 +89,7 @@ def compute_statistics(model, loader, layers, num_classes, device, noise_draws=1
 
 
 def main(args: argparse.Namespace) -> ChannelStatistics:
+    refuse_overlap(args.grad_path, {"--data_path": args.data_path}, "--grad_path")
     info, device = init_distributed(get_device(args.device, args.device_index))
     set_seed(args.seed + info.rank)     # each rank draws its own noise
     dataset = loaders.build_dataset(args.data_name, args.data_path, "train", args.in_channels,
@@ -124,13 +126,10 @@ def main(args: argparse.Namespace) -> ChannelStatistics:
 
 
 def write_outputs(args, model, stats: ChannelStatistics, layers, dataset) -> None:
-    """The ``.npz``, the released ``layer_{i}.npy`` masks and the heat maps."""
+    """The ``.npz`` and the heat maps."""
     out = Path(args.grad_path)
     stats.save(out / "channel_stats.npz")
     index_of = {name: i for i, (name, _) in enumerate(models.load_modules(model))}
-    for name in layers:   # released layout: one mask per layer, index from the last conv
-        atomic_save(stats.mask(name).numpy(), out / f"layer_{index_of[name]}.npy",
-                    saver=lambda a, f: np.save(f, a, allow_pickle=False))
     print(f"{len(dataset)} images, {len(layers)} layers -> {out / 'channel_stats.npz'}")
     for name in layers:
         kept = stats.mask(name).sum(dim=1)

@@ -36,6 +36,7 @@ from utils import (add_device_args, atomic_write, atomic_write_text, get_device,
                    safe_child)
 from core.entry import add_model_data_args, load_trained_model  # noqa: E402
 from utils.cli import HelpFormatter, run_main  # noqa: E402
+from utils.io import refuse_overlap  # noqa: E402
 from utils.distributed import (DistInfo, ShardSampler, all_gather_objects, cleanup,  # noqa: E402
                                init_distributed)
 
@@ -214,8 +215,7 @@ def write_selection(selection: Selection, source_root: str | Path,
     """Copy the chosen images to ``image_path`` (same ``<class>/<file>`` layout) and write
     ``classes.txt`` and ``sift.csv``; drop images an earlier run chose and this one did not."""
     source_root, image_path = Path(source_root), Path(image_path)
-    if image_path.resolve() == source_root.resolve():
-        raise ValueError(f"--image_path {image_path} is the data folder itself; choose another")
+    refuse_overlap(image_path, {"--data_path": source_root}, "--image_path")
     image_path.mkdir(parents=True, exist_ok=True)
     rows = selection.rows()
     keep = {row["file"] for row in rows}
@@ -238,6 +238,7 @@ def write_selection(selection: Selection, source_root: str | Path,
 def main(args: argparse.Namespace) -> Selection:
     info, device = init_distributed(get_device(args.device, args.device_index))
     args.num_images = args.num_images or DEFAULT_NUM_IMAGES[args.mode]
+    refuse_overlap(args.image_path, {"--data_path": args.data_path}, "--image_path")
     dataset = loaders.build_dataset(args.data_name, args.data_path, args.data_type,
                                     args.in_channels, train_transform=False)
     setup = load_trained_model(args, dataset.classes, device)
@@ -250,6 +251,10 @@ def main(args: argparse.Namespace) -> Selection:
     if not info.is_main:
         return selection
     listing = write_selection(selection, dataset.root, args.image_path)
+    if args.data_name == loaders.FOLDER:   # sifted images keep their dataset's normalisation
+        from loaders.custom import STATS_FILE, train_split
+        stats = train_split(args.data_path) / STATS_FILE
+        atomic_write_text(Path(args.image_path) / STATS_FILE, stats.read_text())
     p = selection.predictions
     counts = [len(idx) for idx in selection.indices]
     print(f"{len(dataset)} images of {dataset.root}: top-1 {np.mean(p.labels == p.preds):.4f}; "

@@ -221,7 +221,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
                                     args.in_channels, train_transform=False)
     setup = load_trained_model(args, dataset.classes, device)
-    mean, std = loaders.channel_stats(setup.spec, setup.in_channels)
+    mean, std = loaders.normalization_stats(setup.spec, setup.in_channels)
     model = setup.model.eval()
     convs = models.load_modules(model)
     layer = args.layer if args.layer is not None else random.Random(args.seed).randrange(len(convs))

@@ -9,19 +9,22 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loaders.batch import Batch, PlainBatch, batch_masks, require_masks
-from loaders.folder import (MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT, ImageFolderDataset,
-                            MaskedImageFolder, decode_mask, read_classes)
+from loaders.folder import (MASK_BACKGROUND, MASK_IGNORE, MASK_OBJECT, BadImageError,
+                            ImageFolderDataset, MaskedImageFolder, check_image_sizes,
+                            decode_mask, read_classes)
 from loaders.memory import DATA_MODES, MemoryDataset, MemoryLoader, use_memory
-from loaders.registry import DATASETS, DatasetSpec, get_spec, register_dataset
-from loaders.transforms import build_transform, channel_stats
+from loaders.transforms import resizes
+from loaders.registry import (DATASETS, FOLDER, DatasetSpec, data_names, get_spec,
+                              register_dataset)
+from loaders.transforms import build_transform, normalization_stats
 from utils.runtime import seed_worker
 
 __all__ = [
     "MASK_BACKGROUND", "MASK_IGNORE", "MASK_OBJECT", "decode_mask", "Batch", "PlainBatch",
-    "batch_masks", "require_masks",
-    "DATA_MODES", "DATASETS", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder",
-    "MemoryDataset", "MemoryLoader", "build_dataset", "build_transform", "channel_stats",
-    "dataset_classes", "get_spec", "load_data", "load_data_mask", "make_loader",
+    "BadImageError", "batch_masks", "require_masks",
+    "DATA_MODES", "DATASETS", "FOLDER", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder",
+    "MemoryDataset", "MemoryLoader", "build_dataset", "build_transform", "normalization_stats",
+    "data_names", "dataset_classes", "require_split", "get_spec", "load_data", "load_data_mask", "make_loader",
     "read_classes", "register_dataset", "resolve_split", "use_memory",
 ]
 
@@ -34,6 +37,24 @@ def resolve_split(data_path: str | os.PathLike, data_type: str) -> Path:
         raise FileNotFoundError(f"data folder not found: {data_path}")
     split = data_path / data_type
     return split if split.is_dir() else data_path
+
+
+def require_split(data_path: str | os.PathLike, data_type: str) -> None:
+    """Refuse a ``data_path`` without the ``data_type`` split folder, where the fallback of
+    :func:`resolve_split` would evaluate a folder of training images as that split (test
+    accuracy and the best-model choice computed on the training set)."""
+    data_path = Path(data_path)
+    if (data_path / data_type).is_dir() or not data_path.is_dir():
+        return
+    if data_path.name == "train" or (data_path / "train").is_dir():
+        where = (f"it looks like a training split itself: point at the dataset root "
+                 f"{data_path.parent}" if data_path.name == "train" else
+                 f"it has train/ but no {data_type}/")
+    else:
+        where = "it holds class folders, neither train/ nor test/"
+    raise ValueError(f"data folder {data_path} has no {data_type}/ split ({where}); the "
+                     f"{data_type} accuracy would be computed on these images; give a "
+                     f"dataset root holding train/ and {data_type}/")
 
 
 def dataset_classes(data_path: str | os.PathLike, data_type: str = "train") -> list[str]:
@@ -51,8 +72,14 @@ def dataset_classes(data_path: str | os.PathLike, data_type: str = "train") -> l
 
 def build_dataset(data_name: str, data_path, data_type: str = "train", in_channels=None,
                   train_transform: bool | None = None, mask_dir=None, allow_empty=False,
-                  require_masks=True, data_mode: str = "folder") -> Dataset:
+                  require_masks=True, data_mode: str = "folder",
+                  split_required: bool | None = None) -> Dataset:
     """The dataset for ``data_type``; ``train_transform`` defaults to ``data_type == 'train'``.
+
+    ``split_required`` (default: for ``data_type == 'test'``): refuse a ``data_path``
+    without that split folder (:func:`require_split`) instead of reading ``data_path``
+    itself as the split. ``data_name`` ``folder``: settings from the data
+    (:mod:`loaders.custom`).
 
     Labels follow :func:`dataset_classes`, so a test split evaluates with the train split's
     labels. A class without images is an error in the ``train`` split (unless
@@ -63,7 +90,11 @@ def build_dataset(data_name: str, data_path, data_type: str = "train", in_channe
     split once and augments whole batches (:mod:`loaders.memory`, up to 64 px); ``auto`` picks
     ``memory`` where it applies.
     """
-    spec = get_spec(data_name)
+    if split_required is None:
+        split_required = data_type == "test"
+    if split_required:
+        require_split(data_path, data_type)
+    spec = get_spec(data_name, data_path, in_channels)
     in_channels = in_channels or spec.in_channels
     train = data_type == "train" if train_transform is None else train_transform
     memory = use_memory(spec, data_mode)
@@ -76,6 +107,12 @@ def build_dataset(data_name: str, data_path, data_type: str = "train", in_channe
     else:
         dataset = MaskedImageFolder(root, mask_dir, transform, in_channels, classes,
                                     allow_empty=allow, require_any=require_masks)
+    if not memory and not resizes(spec):     # the memory path checks while decoding
+        # training crops spec.image_size: another size would train on crops and test on
+        # whole images
+        check_image_sizes(root, [rel for rel, _ in dataset.samples],
+                          spec.image_size if train else None,
+                          f"--data_name {spec.name} (training crops, not resized)")
     if dataset.empty_classes and not allow_empty:
         warnings.warn(f"{root}: no images of class(es) {dataset.empty_classes[:10]} "
                       f"({len(dataset.empty_classes)} of {len(classes)}); the other classes "
@@ -114,7 +151,7 @@ def load_data(data_name: str, data_path, data_type: str = "train", batch_size: i
     dataset = build_dataset(data_name, data_path, data_type, in_channels, train_transform,
                             allow_empty=allow_empty)
     shuffle = data_type == "train" if shuffle is None else shuffle
-    return make_loader(dataset, batch_size or get_spec(data_name).batch_size, shuffle,
+    return make_loader(dataset, batch_size or get_spec(data_name, data_path).batch_size, shuffle,
                        workers, device, seed)
 
 
@@ -125,5 +162,5 @@ def load_data_mask(data_name: str, data_path, mask_path, data_type: str = "train
     (:class:`~loaders.batch.Batch`); see MaskedImageFolder."""
     dataset = build_dataset(data_name, data_path, data_type, in_channels, mask_dir=mask_path)
     shuffle = data_type == "train" if shuffle is None else shuffle
-    return make_loader(dataset, batch_size or get_spec(data_name).batch_size, shuffle,
+    return make_loader(dataset, batch_size or get_spec(data_name, data_path).batch_size, shuffle,
                        workers, device, seed)

@@ -65,17 +65,36 @@ def read_classes(class_root: str | os.PathLike,
     return names
 
 
+class BadImageError(ValueError, RuntimeError):
+    """An image file that cannot be decoded (a user error naming the file; still a
+    RuntimeError for code that caught the earlier type)."""
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (``I;16*``, or ``I`` holding 0..65535) scaled to 8 bits,
+    ``round(v / 257)``: ``convert("L")`` would clip every value above 255 to white."""
+    if img.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        return img
+    values = np.asarray(img)
+    if values.min() < 0 or values.max() > 65535:
+        raise ValueError(f"{img.mode} image with values {values.min()}..{values.max()}: "
+                         f"only 8- and 16-bit images are supported")
+    return Image.fromarray(np.round(values.astype(np.float64) / 257).astype(np.uint8), "L")
+
+
 def open_image(path: str | os.PathLike, in_channels: int) -> Image.Image:
     """Decode an image as ``L`` (1 channel) or ``RGB``; a clear error names a corrupt file.
 
     The EXIF orientation is applied, as labelme does when it shows an image: an annotation
-    (and its mask from ``labelme_to_mask``) lives in that rotated frame.
+    (and its mask from ``labelme_to_mask``) lives in that rotated frame. 16-bit greyscale
+    images are scaled to 8 bits (:func:`to_8bit`).
     """
     try:
         with Image.open(path) as img:
-            return ImageOps.exif_transpose(img).convert("L" if in_channels == 1 else "RGB")
+            img = to_8bit(ImageOps.exif_transpose(img))
+            return img.convert("L" if in_channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise RuntimeError(f"cannot decode image {path}: {exc}") from exc
+        raise BadImageError(f"cannot decode image {path}: {exc}") from exc
 
 
 _EXIF_ORIENTATION = 0x0112
@@ -91,7 +110,32 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 width, height = height, width
             return width, height
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise RuntimeError(f"cannot decode image {path}: {exc}") from exc
+        raise BadImageError(f"cannot decode image {path}: {exc}") from exc
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by its extension; hidden files (macOS ``._*`` resource forks, editors'
+    temporary files) are skipped like hidden folders."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def check_image_sizes(root: str | os.PathLike, rels: Sequence[str], size: int | None,
+                      why: str) -> None:
+    """Every ``root/rel`` has one size, read from the file headers: ``size × size`` if
+    ``size`` is given (``why`` says what needs it), else the first image's. A ValueError
+    names the first file that differs (a batch of mixed sizes cannot be stacked)."""
+    root = Path(root)
+    expected = (size, size) if size is not None else None
+    for rel in rels:
+        found = image_size(root / rel)
+        if expected is None:
+            expected, first = found, root / rel
+            continue
+        if found != expected:
+            need = (f"{why} needs {size}x{size} images" if size is not None else
+                    f"{first} is {expected[0]}x{expected[1]} (images of one size are needed "
+                    f"unless the dataset resizes them)")
+            raise ValueError(f"image {root / rel} is {found[0]}x{found[1]}, but {need}")
 
 
 class ImageFolderDataset(Dataset):
@@ -130,7 +174,7 @@ class ImageFolderDataset(Dataset):
         for label, name in enumerate(self.classes):
             folder = self.root / name
             files = sorted(f for f in folder.iterdir()
-                           if f.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else []
+                           if is_image_file(f)) if folder.is_dir() else []
             if not files and not allow_empty:
                 raise ValueError(f"class {label} ({name!r}) has no images in {folder}")
             if not files:

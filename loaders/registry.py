@@ -40,9 +40,25 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-def get_spec(data_name: str) -> DatasetSpec:
+FOLDER = "folder"   # your own image folder: settings from its data (loaders/custom.py)
+
+
+def data_names() -> list[str]:
+    """Valid ``--data_name`` values: the registered datasets and ``folder``."""
+    return sorted([*DATASETS, FOLDER])
+
+
+def get_spec(data_name: str, data_path=None, in_channels: int | None = None) -> DatasetSpec:
+    """The settings of ``data_name``; for ``folder`` read from the data at ``data_path``
+    (:func:`loaders.custom.folder_spec`)."""
+    if data_name == FOLDER:
+        if data_path is None:
+            raise ValueError(f"--data_name {FOLDER} reads its settings from the data: "
+                             f"no data folder given")
+        from loaders.custom import folder_spec
+        return folder_spec(data_path, in_channels)
     if data_name not in DATASETS:
-        raise KeyError(f"unknown dataset {data_name!r}; valid names: {', '.join(sorted(DATASETS))}")
+        raise KeyError(f"unknown dataset {data_name!r}; valid names: {', '.join(data_names())}")
     return DATASETS[data_name]
 
 

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 if not __package__:  # run as a script: see _bootstrap.py beside this file
     import _bootstrap  # noqa: F401
-from utils.io import atomic_write, safe_child  # noqa: E402
+from utils.cli import HelpFormatter, run_main  # noqa: E402
+from utils.io import atomic_write, refuse_overlap, safe_child  # noqa: E402
 
 IGNORE_LABEL = "__ignore__"
 OBJECT_VALUE, IGNORE_VALUE, BACKGROUND_VALUE = 255, 128, 0
@@ -171,6 +172,7 @@ def _json_to_mask(json_path: Path, image_root: Path | None, json_root: Path) -> 
         raise ValueError("'shapes' must be a list")
     mask = np.zeros((height, width), dtype=bool)
     ignore = np.zeros((height, width), dtype=bool)
+    outside = []
     for index, shape in enumerate(shapes):
         if not isinstance(shape, dict) or not isinstance(shape.get("label"), str):
             raise ValueError(f"shape {index}: must be an object with a string 'label'")
@@ -181,6 +183,11 @@ def _json_to_mask(json_path: Path, image_root: Path | None, json_root: Path) -> 
             ignore |= area
         else:
             mask |= area
+            if not area.any():
+                outside.append(f"shape {index} ({shape['label']!r})")
+    if outside and not mask.any():
+        raise ValueError(f"{', '.join(outside)} lie(s) outside the {height}x{width} image "
+                         f"(no pixel inside it); no mask written")
     return np.where(mask, OBJECT_VALUE,
                     np.where(ignore, IGNORE_VALUE, BACKGROUND_VALUE)).astype(np.uint8)
 
@@ -262,33 +269,41 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="labelme JSON -> foreground PNG masks (255 = object, 128 = __ignore__, "
                     "0 = background).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--json_dir", type=Path,
-                        help="folder of <class>/<stem>.json labelme files (searched recursively)")
+                        help="folder of <class>/<stem>.json labelme files (searched "
+                             "recursively); this or --json_file (default: none)")
     source.add_argument("--json_file", type=Path,
-                        help="one <class>/<stem>.json file; its folder name is the class")
-    parser.add_argument("--mask_dir", type=Path, required=True,
-                        help="masks are written to MASK_DIR/<class>/<stem>.png")
+                        help="one <class>/<stem>.json file; its folder name is the class; "
+                             "this or --json_dir (default: none)")
+    parser.add_argument("--mask_dir", type=Path, required=True, default=argparse.SUPPRESS,
+                        help="masks are written to MASK_DIR/<class>/<stem>.png; must not "
+                             "overlap the JSON or image folders (required)")
     parser.add_argument("--image_dir", type=Path, default=None,
                         help="IMAGE_DIR/<class>/<stem>.<ext>, to cross-check image sizes when the "
-                             "images are not beside the JSON files")
+                             "images are not beside the JSON files (default: none)")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
+    """Convert; user errors (missing input, overlapping folders) raise for :func:`run_main`."""
     if args.json_file is not None:
         if not args.json_file.is_file():
-            print(f"JSON file not found: {args.json_file}", file=sys.stderr)
-            return 2
-        # <class>/<stem>.json: the root is two levels up, so the mask keeps the class folder.
-        json_root = args.json_file.parent.parent
-        n_ok, failures = convert_files([args.json_file], json_root, args.mask_dir, args.image_dir)
+            raise FileNotFoundError(f"--json_file {args.json_file} not found")
+        # <class>/<stem>.json: the root is two levels up, so the mask keeps the class folder
+        # (resolved first: a bare "0.json" run inside its class folder has no parents).
+        json_file = args.json_file.resolve()
+        json_root = json_file.parent.parent
+        refuse_overlap(args.mask_dir, {"--json_file's class folder": json_file.parent,
+                                       "--image_dir": args.image_dir}, "--mask_dir")
+        n_ok, failures = convert_files([json_file], json_root, args.mask_dir, args.image_dir)
         total = 1
     else:
         if not args.json_dir.is_dir():
-            print(f"JSON folder not found: {args.json_dir}", file=sys.stderr)
-            return 2
+            raise FileNotFoundError(f"--json_dir {args.json_dir} not found")
+        refuse_overlap(args.mask_dir, {"--json_dir": args.json_dir,
+                                       "--image_dir": args.image_dir}, "--mask_dir")
         n_ok, failures = convert_folder(args.json_dir, args.mask_dir, args.image_dir)
         total = n_ok + len(failures)
     print(f"converted {n_ok}/{total} labelme JSON file(s) to masks in {args.mask_dir}")
@@ -304,4 +319,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_main(main, get_args_parser())

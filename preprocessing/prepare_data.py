@@ -23,6 +23,7 @@ from preprocessing import (  # noqa: E402,F401
     cifar, decoy, digits, mini_imagenet, mnist, photo_backgrounds, stl10, svhn,
 )
 from preprocessing.common import CONVERTERS  # noqa: E402
+from utils.io import refuse_overlap  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,6 +74,11 @@ def main(args: argparse.Namespace):
                          "supported for the decoy_* datasets")
     if args.num_classes_subset and args.data_name != "mini_imagenet":
         raise SystemExit("--num_classes_subset is only supported for mini_imagenet")
+    try:
+        refuse_overlap(args.output, {"--source": args.source,
+                                     "--plain_output": args.plain_output}, "--output")
+    except ValueError as e:
+        raise SystemExit(f"prepare_data.py: error: {e}") from None
     start = time.perf_counter()
     summary = converter.fn(args)
     print(f"{args.data_name}: done in {time.perf_counter() - start:.1f} s -> {summary.root}")

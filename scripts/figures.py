@@ -225,7 +225,7 @@ def main_visual(args: argparse.Namespace) -> plt.Figure:
     columns.append(("Grad-CAM (original)",
                     grad_cam(original, images, labels, cam_layer).cpu().numpy()))
     cells.append(cells[0])
-    mean, std = loaders.channel_stats(spec, in_channels)
+    mean, std = loaders.normalization_stats(spec, in_channels)
     rows = [f"{name(int(l))}\n{Path(n).name}" for l, n in zip(labels, names)]
     fig = visual_grid(display_images(images, mean, std), columns, args.out, cells, rows,
                       suptitle=f"{args.model_name}: Σ_k |∂y_n/∂m_k| at layer {args.layer}, "

@@ -184,3 +184,28 @@ def test_corrupt_statistics_files_name_the_file(tmp_path):
         assert e.value.__cause__ is None       # no chained reader message with its advice
         assert e.value.__context__ is None or e.value.__suppress_context__
     assert ChannelStatistics.load(good).layers == {"conv": 3}
+
+
+def test_chunked_noise_draws_equal_one_pass_and_bound_the_batch():
+    """J·B noisy copies in chunks of at most ``max_copies`` (float64, same seed) give the
+    statistics of one pass over all of them; no pass sees more than the chunk."""
+    net = make_toy(channels=4).double()
+    x = 0.05 * torch.randn(3, 1, 5, 5, dtype=torch.float64)
+    labels = torch.tensor([2, 0, 1])
+    seen = []
+    hook = net.fc.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    try:
+        torch.manual_seed(7)
+        whole = channel_gradients(net, x, labels, ["conv"], 10, 0.3, max_copies=10**6)["conv"]
+        assert seen == [30]
+        seen.clear()
+        torch.manual_seed(7)
+        chunked = channel_gradients(net, x, labels, ["conv"], 10, 0.3, max_copies=7)["conv"]
+    finally:
+        hook.remove()
+    assert seen == [6, 6, 6, 6, 6] and max(seen) <= 7     # 2 draws of 3 images per pass
+    assert chunked.dtype == torch.float64
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
+    torch.manual_seed(8)         # and another seed gives other statistics
+    other = channel_gradients(net, x, labels, ["conv"], 10, 0.3, max_copies=7)["conv"]
+    assert not torch.allclose(other, whole)

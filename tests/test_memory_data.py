@@ -17,7 +17,7 @@ DRAWS = 4000
 
 def raw(x, data_name, in_channels):
     """Normalised float images back to their uint8 pixel values."""
-    mean, std = loaders.channel_stats(loaders.get_spec(data_name), in_channels)
+    mean, std = loaders.normalization_stats(loaders.get_spec(data_name), in_channels)
     mean = torch.tensor(mean).view(-1, 1, 1)
     std = torch.tensor(std).view(-1, 1, 1)
     return ((x * std + mean) * 255).round().to(torch.uint8)

@@ -102,12 +102,13 @@ def test_released_scripts_chain(tmp_path):
         assert 0 < len(chosen) <= 20
         assert all((data / "train" / name / p.name).read_bytes() == p.read_bytes() for p in chosen)
 
-    # scripts/grad_calculate.sh: layer_<i>.npy masks, layer_0 being the last conv
+    # scripts/grad_calculate.sh: the masks in channel_stats.npz, layer0 being the last conv
     run_released("core/grad_calculate.py", {**model, "model_path": model_ori,
                                             "data_path": f"{result_path}{exp_name}/images_50",
                                             "grad_path": f"{result_path}{exp_name}/grads_50",
                                             "theta": 0.2, "device_index": "0"})
-    mask = np.load(exp / "grads_50" / "layer_0.npy", allow_pickle=False)
+    with np.load(exp / "grads_50" / "channel_stats.npz", allow_pickle=False) as z:
+        mask = z["layer0/mask"]
     assert mask.shape == (2, 128) and set(np.unique(mask)) <= {0.0, 1.0} and mask.sum() > 0
 
     # scripts/train_model_doctor.sh: --res_model_path is the treated model FILE, beside

@@ -91,3 +91,30 @@ def safe_child(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     if target != root and root not in target.parents:
         raise ValueError(f"refusing to write outside {root}: {relative!r}")
     return target
+
+
+def refuse_overlap(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None],
+                   flag: str) -> None:
+    """Refuse an output folder that is, lies inside, or contains one of the ``inputs``.
+
+    ``inputs`` maps each input flag (e.g. ``"--data_path"``) to its path (``None``: not
+    given); ``flag`` names the output folder's flag. Writing there could replace or delete
+    input files (a copy over its own source, a mask over its image) or mix outputs into
+    the data a later step reads. Raises a ValueError naming both flags and paths.
+    """
+    out = Path(output).resolve()
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if out == source:
+            how = "is"
+        elif source in out.parents:
+            how = "lies inside"
+        elif out in source.parents:
+            how = "contains"
+        else:
+            continue
+        raise ValueError(f"{flag} {output} {how} the input {name} {path}: outputs must not "
+                         f"overlap inputs (they could overwrite or delete them); choose "
+                         f"another {flag}")
