@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,28 @@ def test_tiny_run_on_cpu(tmp_path):
     md = (out / "gpu_check.md").read_text()
     assert report["device"] in md and all(f"| {name} |" in md for name in steps)
     assert "| channel |" in md and "+Channel minus control" in md
+
+
+def test_a_step_past_the_deadline_is_stopped_with_its_children(tmp_path):
+    runner, report = runner_for(tmp_path, budget_s=1.0, grace_s=2.0)   # stopped at ~3 s
+    pid_file = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    t0 = time.monotonic()
+    assert not runner.run(gpu_check.Step("slow", "cell", "sleeps"), ["-c", code])
+    assert time.monotonic() - t0 < 30
+    step = report.steps[0]
+    assert step.status == "fail" and "(time budget)" in step.note
+    child = int(pid_file.read_text())
+    time.sleep(0.5)
+    assert not alive(child)
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
