@@ -255,8 +255,9 @@ class Report:
                              f" | {r.get('epochs', '')} | {r.get('seconds', 0):.1f} | "
                              f"{r.get('images_per_s', 0):.0f} |")
             if "channel_minus_control_final" in c:
-                lines += ["", f"+Channel minus control: final {c['channel_minus_control_final']:+.2f}"
-                          f" points, best {c['channel_minus_control_best']:+.2f} points. Paper "
+                lines += ["", "+Channel minus control: final "
+                          f"{c['channel_minus_control_final']:+.2f} points, best "
+                          f"{c['channel_minus_control_best']:+.2f} points. Paper "
                           f"(Table 1, {c['model_name']}): base {paper(c, 'base', '')}, "
                           f"+Channel {paper(c, 'channel', '+')}."]
         return "\n".join(lines) + "\n"
@@ -306,13 +307,13 @@ def checks(runner: Runner, data: Path, work: Path) -> None:
     """One epoch of each CUDA code path on the small data."""
     a = runner.args
     common = ["--model_name", a.model_name, "--data_name", DATA_NAME, "--no_progress"]
-    fit = [*common, "--seed", a.seed, "--data_dir", data, "--num_epochs", 1, "--batch_size", a.batch_size,
-           "--lr", a.lr, "--workers", 0, "--data_mode", "memory"]
+    fit = [*common, "--seed", a.seed, "--data_dir", data, "--num_epochs", 1,
+           "--batch_size", a.batch_size, "--lr", a.lr, "--workers", 0, "--data_mode", "memory"]
     model = work / "bf16" / "model_ori.pth"
     where = "on the device" if runner.report.cuda else "on the CPU"
-    trained = runner.run(Step("train_bf16", "check", f"train.py --amp bf16, in-memory data {where}"),
-                         ["train.py", *fit, "--amp", "bf16", "--model_dir", model.parent],
-                         says_device=True)
+    trained = runner.run(
+        Step("train_bf16", "check", f"train.py --amp bf16, in-memory data {where}"),
+        ["train.py", *fit, "--amp", "bf16", "--model_dir", model.parent], says_device=True)
     runner.run(Step("train_fp16", "check", "train.py --amp fp16 (gradient scaler), in-memory data"),
                ["train.py", *fit, "--amp", "fp16", "--model_dir", work / "fp16"],
                cuda_only=True, says_device=True)
@@ -357,29 +358,29 @@ def cell(runner: Runner, data: Path, exp: Path) -> None:
     """The Table 1 cell: original -> sift high -> statistics -> sift low -> control / +Channel."""
     a, report = runner.args, runner.report
     common = ["--model_name", a.model_name, "--data_name", DATA_NAME, "--no_progress"]
-    fit = [*common, "--seed", a.seed, "--data_dir", data, "--batch_size", a.batch_size, "--lr", a.lr,
-           "--workers", 0, "--data_mode", "memory", "--amp", a.amp]
+    fit = [*common, "--seed", a.seed, "--data_dir", data, "--batch_size", a.batch_size,
+           "--lr", a.lr, "--workers", 0, "--data_mode", "memory", "--amp", a.amp]
     allow_empty = ["--allow_empty_classes"] if a.tiny else []   # a 1-epoch model may miss a class
     model = exp / "models" / "model_ori.pth"
     images = count_images(data, "train")
     report.cell = {"model_name": a.model_name, "data_name": DATA_NAME, "train_images": images,
                    "test_images": count_images(data, "test"), "runs": {},
                    "paper": read_paper().get((a.model_name, DATA_NAME), {})}
-    steps = [
-        ("cell_train", f"train {a.model_name}, {a.train_epochs} epoch(s)",
+    steps = [  # (name, what, the step it needs, argv)
+        ("cell_train", f"train {a.model_name}, {a.train_epochs} epoch(s)", None,
          ["train.py", *fit, "--num_epochs", a.train_epochs, "--model_dir", exp / "models",
           "--log_dir", exp / "runs" / "train"]),
-        ("cell_sift_high", f"sift high, T = {a.num_high} per class",
+        ("cell_sift_high", f"sift high, T = {a.num_high} per class", "cell_train",
          ["core/image_sift.py", *common, "--model_path", model, "--data_path", data,
           "--image_path", exp / "sift" / "high", "--mode", "high", "--num_images", a.num_high,
           "--workers", 0]),
-        ("cell_statistics", f"channel statistics, J = {a.noise_draws}",
+        ("cell_statistics", f"channel statistics, J = {a.noise_draws}", "cell_sift_high",
          ["core/grad_calculate.py", *common, "--model_path", model,
           "--data_path", exp / "sift" / "high", "--grad_path", exp / "grads",
           "--noise_draws", a.noise_draws, "--noise_delta", a.noise_delta, "--seed", a.seed,
-          "--workers", 0,
-          *allow_empty]),
+          "--workers", 0, *allow_empty]),
         ("cell_sift_low", f"sift low, {a.num_low} per class (annotation candidates)",
+         "cell_train",
          ["core/image_sift.py", *common, "--model_path", model, "--data_path", data,
           "--image_path", exp / "sift" / "low", "--mode", "low", "--num_images", a.num_low,
           "--workers", 0]),
@@ -387,21 +388,21 @@ def cell(runner: Runner, data: Path, exp: Path) -> None:
     for variant, alpha in (("control", 0.0), ("channel", a.alpha)):
         steps.append((f"cell_{variant}",
                       f"{'fine-tune control' if variant == 'control' else '+Channel'}: "
-                      f"{a.doctor_epochs} epoch(s), alpha {alpha}, beta 0",
+                      f"{a.doctor_epochs} epoch(s), alpha {alpha}, beta 0", "cell_statistics",
                       ["train_model_doctor.py", *fit, "--num_epochs", a.doctor_epochs,
                        "--ori_model_path", model, "--grad_dir", exp / "grads",
                        "--alpha", alpha, "--beta", 0,
                        "--res_model_path", exp / variant / "models" / "model_doctor.pth",
                        "--log_dir", exp / "runs" / variant]))
-    failed = None
-    for name, what, argv in steps:
+    passed = set()
+    for name, what, needs, argv in steps:
         step = Step(name, "cell", what)
-        if failed:
-            runner.skip(step, f"skipped (needs {failed})")
+        if needs and needs not in passed:
+            runner.skip(step, f"skipped (needs {needs})")
             continue
         if not runner.run(step, argv, says_device=argv[0] == "train.py"):
-            failed = name
             continue
+        passed.add(name)
         run = {"cell_train": ("original", exp / "models", "train", False),
                "cell_control": ("control", exp / "control" / "models", "control", True),
                "cell_channel": ("channel", exp / "channel" / "models", "channel", True)}.get(name)
@@ -427,7 +428,8 @@ def ddp_probe(args: argparse.Namespace) -> None:
 
     import models
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    device = (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda
+              else torch.device("cpu"))
     if cuda:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if cuda else "gloo")

@@ -52,7 +52,7 @@ def test_idx_written_as_the_converter_reads_it(tmp_path):
     gpu_check.write_split(tmp_path, "test", images, labels)
     images_stem, labels_stem = FILES["test"]
     raw = (tmp_path / f"{images_stem}.gz").read_bytes()
-    assert raw[:2] == b"\x1f\x8b"                                      # gzipped, like the official files
+    assert raw[:2] == b"\x1f\x8b"          # gzipped, like the official files
     np.testing.assert_array_equal(read_idx(tmp_path / f"{images_stem}.gz", IMAGES_MAGIC), images)
     np.testing.assert_array_equal(read_idx(tmp_path / f"{labels_stem}.gz", LABELS_MAGIC), labels)
     with pytest.raises(ValueError, match="1-d"):
@@ -237,3 +237,23 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
+
+
+def test_cell_skips_what_a_failed_step_was_needed_for(tmp_path, monkeypatch):
+    runner, report = runner_for(tmp_path)
+
+    def fail(step, argv, cuda_only=False, says_device=False):
+        step.status = "fail"
+        report.add(step)
+        return False
+    monkeypatch.setattr(runner, "run", fail)
+    for split in ("train", "test"):
+        (tmp_path / "data" / split).mkdir(parents=True)
+    gpu_check.cell(runner, tmp_path / "data", tmp_path / "exp")
+    assert {s.name: s.status for s in report.steps} == {
+        "cell_train": "fail", "cell_sift_high": "skipped (needs cell_train)",
+        "cell_statistics": "skipped (needs cell_sift_high)",
+        "cell_sift_low": "skipped (needs cell_train)",
+        "cell_control": "skipped (needs cell_statistics)",
+        "cell_channel": "skipped (needs cell_statistics)"}
+    assert report.cell["runs"] == {} and not report.ok()
