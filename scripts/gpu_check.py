@@ -242,8 +242,8 @@ class Report:
         if c.get("runs"):
             lines += ["", f"## Table 1 cell: {c['model_name']} on {DATA_NAME} "
                       f"({c['train_images']} training / {c['test_images']} test images)", "",
-                      f"Original: {a.train_epochs} epochs; control and +Channel: "
-                      f"{a.doctor_epochs} epochs each from it (alpha {a.alpha}, beta 0), "
+                      f"Original: {a.train_epochs} epoch(s); control and +Channel: "
+                      f"{a.doctor_epochs} epoch(s) each from it (alpha {a.alpha}, beta 0), "
                       f"SGD lr {a.lr}, batch {a.batch_size}, --amp {a.amp}, T = {a.num_high} "
                       f"images per class, J = {a.noise_draws}, delta {a.noise_delta}. "
                       f"Test top-1 (%); best epoch chosen on the test set (released protocol; "
