@@ -153,7 +153,7 @@ class StepContext:
     images: torch.Tensor
     labels: torch.Tensor
     logits: torch.Tensor
-    second: torch.Tensor
+    second: torch.Tensor | None
     grads_true: dict[str, torch.Tensor]
     grads_second: dict[str, torch.Tensor]
     logs: dict[str, float] = field(default_factory=dict)
