@@ -10,11 +10,11 @@ the weights) and hands them to independent :class:`Term` s; :class:`DoctorLoss` 
 al.'s baseline in :mod:`core.right_reasons`, and :mod:`core.terms` builds the active terms
 from the command line.
 
-The losses are pure functions of per-sample gradients. Scale (README, "Method: choices and differences from the released code"):
-per-sample penalties are averaged over the batch, so the loss does not depend on the batch
-size. The released channel loss equals ours divided by the batch size ``B``: its
-``alpha = 10`` at ``B = 128`` is ``alpha ≈ 0.078`` here. The spatial loss has the released
-scale (``beta`` carries over).
+The losses are pure functions of per-sample gradients. Scale (README, "Method: choices and
+differences from the released code"): per-sample penalties are averaged over the batch, so
+the loss does not depend on the batch size. The released channel loss equals ours divided
+by the batch size ``B``: its ``alpha = 10`` at ``B = 128`` is ``alpha ≈ 0.078`` here. The
+spatial loss has the released scale (``beta`` carries over).
 """
 from __future__ import annotations
 
