@@ -16,7 +16,8 @@ import loaders
 from loaders.replay import with_replay
 from core.channel_stats import GRAD_MODES, ChannelStatistics
 from core.grad_constraint import SECOND_TERMS, DoctorLoss
-from core.right_reasons import RightReasonsLoss, WithRightReasons
+from core.kernels import KERNEL_RULES
+from core.terms import build_terms
 from core.entry import resolved_args, setup_model
 from train import (build_optimizer, fit, get_args_parser as train_parser, make_loaders,
                    wrap_model)
@@ -70,6 +71,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--kernel_tau", type=float, default=0.5,
                    help="a kernel is a background kernel when this share of its gradient on "
                         "the annotated images lies on their background")
+    p.add_argument("--kernel_rule", default="share", choices=KERNEL_RULES,
+                   help="which kernels are background kernels: share (its background share "
+                        "> --kernel_tau), excess (share minus the background's share of the "
+                        "area > --kernel_tau_excess), rank (the --kernel_top fraction with the "
+                        "largest positive excess)")
+    p.add_argument("--kernel_tau_excess", type=float, default=0.1,
+                   help="--kernel_rule excess: how far a kernel's background share must "
+                        "exceed the background's share of the area")
+    p.add_argument("--kernel_top", type=float, default=0.1,
+                   help="--kernel_rule rank: the fraction of a layer's kernels flagged "
+                        "(rounded up; only kernels with a positive excess)")
     p.add_argument("--kernel_reinit", action="store_true",
                    help="before the first epoch, re-initialise the background kernels that "
                         "--gamma suppresses (not in the paper)")
@@ -168,21 +180,11 @@ def main(args: argparse.Namespace) -> dict:
     # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
     # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
-    doctor = DoctorLoss(model=model, stats=stats,
-                        channel_layers=split_layers(args.channel_layers),
-                        spatial_layers=split_layers(args.spatial_layers), alpha=alpha,
-                        beta=args.beta, grad_mode=args.grad_mode,
-                        second_term=args.second_term, noise_draws=args.noise_draws,
-                        noise_delta=args.noise_delta, expand_px=args.expand_px,
-                        num_classes=args.num_classes, gamma=args.gamma,
-                        kernel_layers=split_layers(args.kernel_layers),
-                        kernel_tau=args.kernel_tau,
-                        annotated=annotated_tensors(args) if args.gamma > 0 else None,
-                        kernel_reinit=args.kernel_reinit,
-                        reinit_random=args.kernel_reinit_random)
-    if args.rrr_lambda > 0:   # Ross et al.'s penalty, alone (alpha = beta = gamma = 0) or added
-        rrr = RightReasonsLoss(args.rrr_lambda, args.expand_px)
-        doctor = WithRightReasons(doctor, rrr) if doctor.hooks is not None else rrr
+    annotated = annotated_tensors(args) if args.gamma > 0 else None
+    terms = build_terms(argparse.Namespace(**{**vars(args), "alpha": alpha}), model, stats,
+                        annotated)
+    doctor = DoctorLoss(terms, model=model, noise_draws=args.noise_draws,
+                        noise_delta=args.noise_delta)
     ddp_model = wrap_model(model, args, device, info)
     optimizer, scheduler = build_optimizer(ddp_model, args)
     try:

@@ -109,7 +109,7 @@ def off_mask_share(channel_mass: torch.Tensor, mask: torch.Tensor,
     return off / channel_mass.sum(dim=1)
 
 
-def background_share(grad_map: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+def image_background_share(grad_map: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """Share of each sample's gradient mass on background pixels.
 
     Args:
@@ -152,7 +152,7 @@ def diagnose(model: torch.nn.Module, loader, layer_name: str, mask: torch.Tensor
             masks, annotated = loaders.batch_masks(batch, device, "background_share")
             if annotated.any():
                 background = (masks.round() == loaders.MASK_BACKGROUND).float()
-                share = background_share(g.sum(dim=1), background)
+                share = image_background_share(g.sum(dim=1), background)
                 bg = torch.where(annotated, share, bg)
         conf, preds = logits.float().softmax(dim=1).max(dim=1)
         for key, value in (("labels", labels), ("preds", preds), ("confidence", conf),
@@ -180,7 +180,7 @@ def class_background_shares(model: torch.nn.Module, loader, layer_name: str, num
         masks, annotated = loaders.batch_masks(batch, device, "the background share")
         grad, _ = score_gradients(model, images, labels, layer_name)
         background = background_weights(masks, annotated)
-        share = background_share(rectify(grad, grad_mode).sum(dim=1), background)
+        share = image_background_share(rectify(grad, grad_mode).sum(dim=1), background)
         keep = annotated & share.isfinite()
         np.add.at(sums, labels[keep].cpu().numpy(), share[keep].cpu().numpy())
         np.add.at(counts, labels[keep].cpu().numpy(), 1)

@@ -20,8 +20,8 @@ from loaders.batch import Batch, PlainBatch
 
 
 class ExtraLoss(abc.ABC):
-    """Base of :class:`core.grad_constraint.DoctorLoss` and
-    :class:`core.right_reasons.RightReasonsLoss`; only :meth:`__call__` must be written."""
+    """Base of :class:`core.grad_constraint.DoctorLoss` (the treatment's terms, Ross et al.'s
+    baseline among them); only :meth:`__call__` must be written."""
 
     def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The training forward, ``[B, C]`` logits (a loss may keep intermediate results for

@@ -1,27 +1,34 @@
-"""Treatment: the channel-wise (paper Eq. 5) and spatial (Eq. 6) constraints.
+"""Treatment: the channel-wise (paper Eq. 5) and spatial (Eq. 6) constraints, as terms of
+:class:`DoctorLoss`.
 
-The losses are pure functions of per-sample gradients. :class:`DoctorLoss` owns the hooks
-on the constrained layers, takes those gradients with ``create_graph=True`` (so the
-penalties train the weights) and plugs into ``train.train_one_epoch`` as ``extra_loss``
-(:class:`core.extra_loss.ExtraLoss`).
+A treatment step takes the per-sample gradients ``∂y/∂m`` at the conv layers once
+(:func:`core.gradients.layer_gradients`, with ``create_graph=True`` so the penalties train
+the weights) and hands them to independent :class:`Term` s; :class:`DoctorLoss` returns
+``Σ_t weight_t · L_t`` and plugs into ``train.train_one_epoch`` as ``extra_loss``
+(:class:`core.extra_loss.ExtraLoss`). The paper's terms are here (:class:`ChannelTerm`,
+:class:`SpatialTerm`); the background-kernel constraint is in :mod:`core.kernels`, Ross et
+al.'s baseline in :mod:`core.right_reasons`, and :mod:`core.terms` builds the active terms
+from the command line.
 
-Scale (METHOD §4): per-sample penalties are averaged over the batch, so the loss does not
-depend on the batch size. The released channel loss equals ours divided by the batch size
-``B``: its ``alpha = 10`` at ``B = 128`` is ``alpha ≈ 0.078`` here. The spatial loss has the
-released scale (``beta`` carries over).
+The losses are pure functions of per-sample gradients. Scale (README, "Method: choices and
+differences from the released code"): per-sample penalties are averaged over the batch, so
+the loss does not depend on the batch size. The released channel loss equals ours divided
+by the batch size ``B``: its ``alpha = 10`` at ``B = 128`` is ``alpha ≈ 0.078`` here. The
+spatial loss has the released scale (``beta`` carries over).
 """
 from __future__ import annotations
 
+import abc
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 from core.channel_stats import ChannelStatistics, rectify
 from core.extra_loss import ExtraLoss
-from core.gradients import eval_mode, layer_gradients
+from core.gradients import layer_gradients
 from core.hooks import FeatureHooks
 from core.tail import SplitError, split_or_none
 from loaders import MASK_IGNORE, MASK_OBJECT, Batch, PlainBatch, batch_masks
@@ -119,196 +126,207 @@ def spatial_loss(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Te
     return a.reshape(-1, a.shape[-1]).mean()
 
 
-def background_share(grads_true: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """Per kernel, the share of gradient mass that falls on the annotated background.
+def parse_layers(layers: str | Sequence[int | str]) -> list[int | str]:
+    """``"0,-1"`` (a comma-separated flag) or a sequence → the list of layers it names."""
+    if isinstance(layers, str):
+        return [t.strip() for t in layers.split(",") if t.strip()]
+    return list(layers)
 
-    ``share_k = Σ_b Σ_hw Bg_b ⊙ |g_bk| / Σ_b Σ_hw |g_bk|`` over the annotated images.
+
+def layer_names(model: nn.Module, layers: str | Sequence[int | str]) -> list[str]:
+    """Module names of conv layers given by name or index from the last conv."""
+    return [n for n, _ in load_modules(model, parse_layers(layers))]
+
+
+# ------------------------------------------------------------------ terms and DoctorLoss
+
+@dataclass
+class StepContext:
+    """What a term sees of one training step.
+
+    ``grads_true[name]`` is ``∂y_n/∂m`` and ``grads_second[name]`` ``∂y_s/∂m`` (``s`` the
+    competing class, :func:`second_class`), each ``[J, B, K, H, W]`` with the graph kept;
+    ``images`` require grad when a term asked for it; ``second`` is ``None`` when no term
+    needs it. A term may add numbers to ``logs``.
+    """
+    batch: PlainBatch | Batch
+    images: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+    second: torch.Tensor | None
+    grads_true: dict[str, torch.Tensor]
+    grads_second: dict[str, torch.Tensor]
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Term(abc.ABC):
+    """One term of the treatment: ``weight · L(step)``, ``L`` returned by :meth:`__call__`.
+
+    Class attributes say what the term needs: ``name`` (its logged key), ``needs_second``
+    (``∂y_s/∂m`` at its layers too), ``needs_input_grad`` (the training forward runs on
+    images that require grad). ``layers`` (conv module names, set by the constructor) are
+    where it needs ``∂y_n/∂m``; none for a term of the logits or the input only.
+    """
+    name: str = ""
+    needs_second: bool = False
+    needs_input_grad: bool = False
+
+    def __init__(self, weight: float, layers: Sequence[str] = ()):
+        self.weight = float(weight)
+        self.layers = list(layers)
+
+    @abc.abstractmethod
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        """The unweighted loss of the step, a scalar tensor."""
+
+    def start_epoch(self, epoch: int) -> dict:
+        """Called before each epoch; returns numbers to log. Default: nothing."""
+        return {}
+
+    def remove(self) -> None:
+        """Release what the term holds on the model (safe twice). Default: nothing."""
+
+    @classmethod
+    def from_args(cls, args, model: nn.Module, stats: ChannelStatistics | None,
+                  annotated) -> "Term | None":
+        """The term the parsed flags of ``train_model_doctor.py`` ask for, or ``None`` when
+        its weight is 0 (:func:`core.terms.build_terms`)."""
+        raise NotImplementedError(f"{cls.__name__} has no command-line builder")
+
+
+class ChannelTerm(Term):
+    """Paper Eq. 5 at ``layers`` (:func:`channel_loss`), summed over the layers.
 
     Args:
-        grads_true: ``[B, K, H, W]`` ``∂y_n/∂m`` of annotated images.
-        background: ``[B, 1, H0, W0]`` background weights (:func:`background_weights`),
-            resized to ``H × W`` by area averaging.
-    Returns:
-        ``[K]`` in [0, 1] (0 for a kernel without gradient).
+        model: the classifier; stats: its channel statistics (the masks ``M``).
+        layers: conv layers (index from the last conv, or name).
+        grad_mode: ``abs`` or ``relu``; second_term: ``all`` (paper) or ``mask`` (released).
+        num_classes: checked against the statistics (default: theirs).
     """
-    on_background, total = background_mass(grads_true, background)
-    return on_background / total.clamp_min(torch.finfo(total.dtype).tiny)
+    name = "channel"
+    needs_second = True
+
+    def __init__(self, model: nn.Module, stats: ChannelStatistics | None,
+                 layers: str | Sequence[int | str] = (0,), weight: float = 1.0, *,
+                 grad_mode: str = "abs", second_term: str = "all",
+                 num_classes: int | None = None):
+        if stats is None:
+            raise ValueError("alpha > 0 needs channel statistics (--grad_dir)")
+        if second_term not in SECOND_TERMS:
+            raise ValueError(f"second_term must be one of {SECOND_TERMS}, got {second_term!r}")
+        super().__init__(weight, layer_names(model, layers))
+        self.grad_mode, self.second_term = grad_mode, second_term
+        stats.check_model(model, self.layers, num_classes or stats.num_classes)
+        self.masks = {n: stats.mask(n) for n in self.layers}
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        return sum(channel_loss(ctx.grads_true[n], ctx.grads_second[n],
+                                self.masks[n].to(ctx.logits.device), ctx.labels, ctx.second,
+                                self.grad_mode, self.second_term) for n in self.layers)
+
+    @classmethod
+    def from_args(cls, args, model, stats, annotated):
+        if args.alpha <= 0:
+            return None
+        return cls(model, stats, args.channel_layers, args.alpha, grad_mode=args.grad_mode,
+                   second_term=args.second_term, num_classes=args.num_classes)
 
 
-def background_mass(grads_true: torch.Tensor,
-                    background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Σ_b Σ_hw Bg ⊙ |g|, Σ_b Σ_hw |g|)`` per kernel, each ``[K]`` (sums that add up over
-    chunks of images); arguments as in :func:`background_share`."""
-    h, w = grads_true.shape[-2:]
-    bg = F.interpolate(background.to(grads_true.dtype), size=(h, w), mode="area")
-    a = grads_true.abs()
-    return (a * bg).sum(dim=(0, 2, 3)), a.sum(dim=(0, 2, 3))
+class SpatialTerm(Term):
+    """Paper Eq. 6 at ``layers`` (:func:`spatial_loss`), summed over the layers; the batch
+    must carry masks. ``expand_px``: the mask expansion ``e`` at input resolution. Logs the
+    share of annotated images in the batch as ``annotated``."""
+    name = "spatial"
 
+    def __init__(self, model: nn.Module, layers: str | Sequence[int | str] = (0,),
+                 weight: float = 1.0, *, expand_px: int = 0):
+        super().__init__(weight, layer_names(model, layers))
+        self.expand_px = expand_px
 
-def kernel_loss(grads_true: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """``(1/B) Σ_b Σ_k D_k Σ_hw |∂y_n/∂m_k|``: gradient on the kernels ``D`` (``[K]`` in
-    {0, 1}), for every image of the batch. ``grads_true``: ``[B, K, H, W]`` (or
-    ``[J, B, K, H, W]``). Returns a scalar."""
-    a = grads_true.abs().sum(dim=(-2, -1))                      # [..., B, K]
-    per_sample = (a * kernels.to(a.dtype)).sum(dim=-1)
-    return per_sample.reshape(-1, per_sample.shape[-1]).mean()
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        masks, annotated = batch_masks(ctx.batch, ctx.images.device, "beta > 0")
+        bg = background_weights(masks, annotated, self.expand_px)
+        ctx.logs["annotated"] = float(annotated.float().mean())
+        return sum(spatial_loss(ctx.grads_true[n], bg) for n in self.layers)
 
-
-def random_like(kernels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """As many kernels per layer as ``kernels`` marks (``{layer: [K] in {0, 1}}``), drawn
-    uniformly at random without replacement from torch's global generator."""
-    drawn = {}
-    for name, marked in kernels.items():
-        pick = torch.zeros_like(marked)
-        pick[torch.randperm(len(marked))[:int(marked.sum())].to(marked.device)] = 1
-        drawn[name] = pick
-    return drawn
+    @classmethod
+    def from_args(cls, args, model, stats, annotated):
+        if args.beta <= 0:
+            return None
+        return cls(model, args.spatial_layers, args.beta, expand_px=args.expand_px)
 
 
 class DoctorLoss(ExtraLoss):
-    """``alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r (+ gamma · Σ_r L_kernel^r)`` as an
-    ``extra_loss`` for ``train.fit``.
+    """``Σ_t weight_t · L_t`` over ``terms`` as an ``extra_loss`` for ``train.fit``; each
+    term's unweighted value is logged under its ``name``.
 
-    Built with keyword arguments only; the hooks it registers are removed by :meth:`remove`
-    or on leaving ``with DoctorLoss(model=..., ...) as loss:``.
+    The per-sample gradients are taken once per step, at the union of the terms' layers
+    (hooks registered here, removed by :meth:`remove` or on leaving ``with DoctorLoss(...)
+    as loss:``), for the true class and, at the layers of terms that need it, the second.
 
     Args:
-        model: the classifier being treated.
-        stats: channel statistics (needed when ``alpha > 0`` and channel layers are set).
-        channel_layers / spatial_layers: conv layers (index from the last conv or name).
-        grad_mode: ``abs`` or ``relu`` for the channel term.
-        second_term: ``all`` (paper) or ``mask`` (released).
-        noise_draws / noise_delta: J and δ; with noise, each constrained layer gets its own
-            forward pass of J noisy copies (default J=1, δ=0 reuses the training forward).
-        expand_px: mask expansion ``e`` at input resolution.
-        gamma / kernel_layers / kernel_tau / annotated: the background-kernel constraint
-            (not in the paper): at the start of every epoch the kernels whose gradient on
-            the ``annotated`` images ``(images, labels, masks)`` (eval transforms) falls
-            mostly on the background (share > ``kernel_tau``, :func:`background_share`)
-            are found, and ``gamma · kernel_loss`` suppresses the gradient on them for
-            every training image, annotated or not.
-        kernel_reinit: before the first epoch, also re-initialise the weights of the
-            background kernels found on the model as given (Kaiming normal, fan-out, as the
-            networks are initialised; bias 0), so the treatment starts without the shortcut's
-            detectors instead of having to unlearn them (not in the paper).
-        reinit_random: a control for ``kernel_reinit``: re-initialise as many kernels per
-            layer as were found, drawn at random (``torch.randperm``, seeded by the run's
-            seed) instead of the background ones; the kernel constraint is unchanged. It
-            says whether the diagnosis's choice of kernels matters or any fresh start would do.
+        terms: the :class:`Term` s (``core.terms.build_terms`` builds them from the flags).
+        model: the classifier being treated (the bare model, also under DDP).
+        noise_draws / noise_delta: J and δ of the gradients (paper Eq. 4); with noise, each
+            layer gets its own forward pass of J noisy copies (J=1, δ=0 reuses the training
+            forward).
+        grad_scale: the fp16-autocast score scale (:func:`core.gradients.layer_gradients`).
     """
 
-    def __init__(self, *, model: nn.Module, stats: ChannelStatistics | None = None,
-                 channel_layers: Sequence[int | str] = (0,),
-                 spatial_layers: Sequence[int | str] = (0,), alpha: float = 0.0,
-                 beta: float = 0.0, grad_mode: str = "abs", second_term: str = "all",
-                 noise_draws: int = 1, noise_delta: float = 0.0, expand_px: int = 0,
-                 num_classes: int | None = None, gamma: float = 0.0,
-                 kernel_layers: Sequence[int | str] = (-1,), kernel_tau: float = 0.5,
-                 annotated: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                 kernel_reinit: bool = False, reinit_random: bool = False):
+    def __init__(self, terms: Sequence[Term], *, model: nn.Module, noise_draws: int = 1,
+                 noise_delta: float = 0.0, grad_scale: float = 1024.0):
+        names = [t.name for t in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"DoctorLoss: two terms share a name: {names}")
+        self.terms = list(terms)
         self.model = model
-        self.alpha, self.beta = alpha, beta
-        self.grad_mode, self.second_term = grad_mode, second_term
         self.noise_draws, self.noise_delta = noise_draws, noise_delta
-        self.expand_px = expand_px
-        self.grad_scale = 1024.0      # fp16 autocast only, see _gradients
+        self.grad_scale = grad_scale
+        self.layers = list(dict.fromkeys(n for t in self.terms for n in t.layers))
+        self.second_layers = list(dict.fromkeys(n for t in self.terms if t.needs_second
+                                                for n in t.layers))
+        self.input_grad = any(t.needs_input_grad for t in self.terms)
         self._shared = None           # (split, m, live) of the last forward, see forward()
-        self.channel_layers = [n for n, _ in load_modules(model, list(channel_layers))] \
-            if alpha > 0 else []
-        self.spatial_layers = [n for n, _ in load_modules(model, list(spatial_layers))] \
-            if beta > 0 else []
-        self.gamma, self.kernel_tau, self.annotated = gamma, kernel_tau, annotated
-        self.kernel_layers = [n for n, _ in load_modules(model, list(kernel_layers))] \
-            if gamma > 0 else []
-        if self.kernel_layers and annotated is None:
-            raise ValueError("gamma > 0 needs annotated images (--mask_dir)")
-        if kernel_reinit and not self.kernel_layers:
-            raise ValueError("--kernel_reinit re-initialises the background kernels: it needs "
-                             "--gamma > 0")
-        if reinit_random and not kernel_reinit:
-            raise ValueError("--kernel_reinit_random is a control for --kernel_reinit: give both")
-        self.kernel_reinit, self.reinit_random = kernel_reinit, reinit_random
-        self.kernels: dict[str, torch.Tensor] = {}
-        self.masks: dict[str, torch.Tensor] = {}
-        if self.channel_layers:
-            if stats is None:
-                raise ValueError("alpha > 0 needs channel statistics (--grad_dir)")
-            stats.check_model(model, self.channel_layers, num_classes or stats.num_classes)
-            self.masks = {n: stats.mask(n) for n in self.channel_layers}
-        layers = list(dict.fromkeys(self.channel_layers + self.spatial_layers +
-                                    self.kernel_layers))
-        self.hooks = FeatureHooks(model, layers) if layers else None
+        self._inputs = None           # the images made to require grad, see forward()
+        self.hooks = FeatureHooks(model, self.layers) if self.layers else None
 
-    def find_kernels(self, chunk: int = 256) -> dict[str, torch.Tensor]:
-        """``{layer: [K] float in {0, 1}}``: the background kernels of each kernel layer, from
-        the annotated images with the model in eval mode (its mode is restored).
-
-        Under DDP every rank holds all annotated images and the same weights, but its BN
-        running statistics drift from the other ranks' between DDP's buffer broadcasts, so
-        the eval-mode gradients (hence the threshold) may differ slightly: rank 0's kernels
-        are broadcast, and every rank suppresses the same ones."""
-        images, labels, masks = self.annotated
-        device = next(self.model.parameters()).device
-        num = {n: 0.0 for n in self.kernel_layers}
-        den = {n: 0.0 for n in self.kernel_layers}
-        self.hooks.enabled = False
-        try:
-            with eval_mode(self.model):
-                for i in range(0, len(images), chunk):
-                    x = images[i:i + chunk].to(device)
-                    y = labels[i:i + chunk].to(device)
-                    bg = background_weights(masks[i:i + chunk].to(device),
-                                            torch.ones(len(x), dtype=torch.bool, device=device),
-                                            self.expand_px)
-                    grads = layer_gradients(self.model, x, y, self.kernel_layers)
-                    for n, g in grads.items():
-                        on_background, total = background_mass(g[0], bg)
-                        num[n] = num[n] + on_background
-                        den[n] = den[n] + total
-        finally:
-            self.hooks.enabled = True
-        self.kernels = {n: (num[n] / den[n].clamp_min(1e-30) > self.kernel_tau).float()
-                        for n in self.kernel_layers}
-        if dist.is_available() and dist.is_initialized():
-            for k in self.kernels.values():
-                dist.broadcast(k, src=0)
-        return self.kernels
+    def term(self, name: str) -> Term:
+        """The term called ``name``."""
+        for t in self.terms:
+            if t.name == name:
+                return t
+        raise KeyError(f"no term {name!r}; terms: {[t.name for t in self.terms]}")
 
     def start_epoch(self, epoch: int) -> dict:
-        """Called by ``train.fit`` before each epoch: re-find the background kernels (the
-        network may have moved the shortcut to other kernels). Returns numbers to log."""
-        if not self.kernel_layers:
-            return {}
-        kernels = self.find_kernels()
-        if self.kernel_reinit and epoch == 1:    # a resumed run has them in its checkpoint
-            self.reinit_kernels(random_like(kernels) if self.reinit_random else kernels)
-        return {f"kernels/{n}": int(k.sum()) for n, k in kernels.items()}
-
-    @torch.no_grad()
-    def reinit_kernels(self, kernels: dict[str, torch.Tensor]) -> None:
-        """Fresh Kaiming-normal (fan-out) weights, bias 0, for the kernels marked 1 in
-        ``kernels`` (``{conv layer: [K]}``); the other kernels keep theirs."""
-        modules = dict(self.model.named_modules())
-        for name, marked in kernels.items():
-            conv, idx = modules[name], marked.bool().to(modules[name].weight.device)
-            fresh = torch.empty_like(conv.weight)
-            nn.init.kaiming_normal_(fresh, mode="fan_out", nonlinearity="relu")
-            conv.weight[idx] = fresh[idx]
-            if conv.bias is not None:
-                conv.bias[idx] = 0
+        """Each term's :meth:`Term.start_epoch`, with the hooks paused (a term may run its
+        own passes, e.g. to find the background kernels)."""
+        logs = {}
+        if self.hooks is not None:
+            self.hooks.enabled = False
+        try:
+            for t in self.terms:
+                logs.update(t.start_epoch(epoch))
+        finally:
+            if self.hooks is not None:
+                self.hooks.enabled = True
+        return logs
 
     def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The training forward (``train.train_one_epoch`` calls it instead of ``model``).
 
-        With noisy gradients on one layer that :mod:`core.tail` can split, the network runs as
+        If a term needs the input gradient, the images are made to require grad. Else, with
+        noisy gradients on one layer that :mod:`core.tail` can split, the network runs as
         head + tail and the head's output is kept, so the J noisy copies reuse it instead of
         running the head again. Otherwise (no noise, several layers, a DDP wrapper, no
         split) it is ``model(images)``.
         """
         self._shared = None
-        if self.noisy and self.hooks is not None and len(self.hooks.names) == 1 \
-                and model is self.model:
-            split = split_or_none(self.model, self.hooks.names[0])
+        self._inputs = None
+        if self.input_grad:
+            self._inputs = images.requires_grad_(True)
+            return model(self._inputs)
+        if self.noisy and len(self.layers) == 1 and model is self.model:
+            split = split_or_none(self.model, self.layers[0])
             if split is not None:
                 try:
                     m, live = split.head(images)
@@ -323,9 +341,9 @@ class DoctorLoss(ExtraLoss):
         return self.noise_delta > 0 or self.noise_draws > 1
 
     def _gradients(self, images, labels, second, logits):
-        """``{layer: (grads_true, grads_second or None)}``, each ``[J, B, K, H, W]``, with
+        """``(grads_true, grads_second)``: ``{layer: [J, B, K, H, W]}`` with
         ``create_graph=True`` (:func:`core.gradients.layer_gradients`; fp16 maps are
-        differentiated with ``grad_scale``); ``grads_second`` for channel layers only.
+        differentiated with ``grad_scale``); ``grads_second`` at :attr:`second_layers` only.
 
         Without noise they come from the training forward the hooks recorded. With noise each
         layer gets J noisy copies, reusing the training forward's head if :meth:`forward`
@@ -334,54 +352,47 @@ class DoctorLoss(ExtraLoss):
         layers before the conv (dropout, stochastic depth) change: their one mask is shared
         by the J draws, which then differ by σ alone, as in Eq. 4.
         """
-        layers = self.hooks.names
         common = dict(create_graph=True, fp16_scale=self.grad_scale)
-        classes, wanted = (labels, second), (layers, self.channel_layers)
+        classes, wanted = [labels], [self.layers]
+        if self.second_layers:
+            classes.append(second)
+            wanted.append(self.second_layers)
         if not self.noisy:
-            g_true, g_second = layer_gradients(self.model, images, classes, wanted,
-                                               recorded=(logits, self.hooks.features), **common)
+            got = layer_gradients(self.model, images, classes, wanted,
+                                  recorded=(logits, self.hooks.features), **common)
         else:
             self.hooks.enabled = False
             try:
-                g_true, g_second = layer_gradients(
-                    self.model, images, classes, wanted, draws=self.noise_draws,
-                    delta=self.noise_delta, head=self._shared, **common)
+                got = layer_gradients(self.model, images, classes, wanted,
+                                      draws=self.noise_draws, delta=self.noise_delta,
+                                      head=self._shared, **common)
             finally:
                 self.hooks.enabled = True
-        return {n: (g_true[n], g_second.get(n)) for n in layers}
+        return got[0], (got[1] if self.second_layers else {})
 
     def __call__(self, batch: PlainBatch | Batch, images: torch.Tensor, labels: torch.Tensor,
                  logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        if self.hooks is None:
+        if not self.terms:
             return logits.new_zeros(()), {}
-        second = second_class(logits, labels)
-        grads = self._gradients(images, labels, second, logits)
-        total = logits.new_zeros(())
-        terms = {}
-        if self.channel_layers:
-            l_ch = sum(channel_loss(grads[n][0], grads[n][1], self.masks[n].to(logits.device),
-                                    labels, second, self.grad_mode, self.second_term)
-                       for n in self.channel_layers)
-            total = total + self.alpha * l_ch
-            terms["channel"] = l_ch.item()
-        if self.kernel_layers:
-            if not self.kernels:
-                self.find_kernels()
-            l_k = sum(kernel_loss(grads[n][0], self.kernels[n].to(logits.device))
-                      for n in self.kernel_layers)
-            total = total + self.gamma * l_k
-            terms["kernel"] = l_k.item()
-        if self.spatial_layers:
-            masks, annotated = batch_masks(batch, images.device, "beta > 0")
-            bg = background_weights(masks, annotated, self.expand_px)
-            l_sp = sum(spatial_loss(grads[n][0], bg) for n in self.spatial_layers)
-            total = total + self.beta * l_sp
-            terms["spatial"] = l_sp.item()
-            terms["annotated"] = float(annotated.float().mean())
-        self.hooks.clear()
-        self._shared = None
-        return total, terms
+        second = second_class(logits, labels) if self.second_layers else None
+        try:
+            grads_true, grads_second = self._gradients(images, labels, second, logits) \
+                if self.layers else ({}, {})
+            ctx = StepContext(batch, self._inputs if self._inputs is not None else images,
+                              labels, logits, second, grads_true, grads_second)
+            total, logs = logits.new_zeros(()), {}
+            for t in self.terms:
+                value = t(ctx)
+                total = total + t.weight * value
+                logs[t.name] = value.item()
+        finally:
+            if self.hooks is not None:
+                self.hooks.clear()
+            self._shared = self._inputs = None
+        return total, {**logs, **ctx.logs}
 
     def remove(self) -> None:
         if self.hooks is not None:
             self.hooks.remove()
+        for t in self.terms:
+            t.remove()

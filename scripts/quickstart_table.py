@@ -41,7 +41,7 @@ def pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
-def background_share(args, model_path: Path) -> float:
+def model_background_share(args, model_path: Path) -> float:
     """Mean share of the class score's gradient at the first conv on the background of the
     decoy test images (their object masks): the diagnosis of a background shortcut."""
     shares = split_background_shares(args.model_name, model_path, args.data_name,
@@ -56,7 +56,7 @@ def build_table(args) -> str:
         decoy = run_test(args, folder / "last.pth", args.decoy_data_dir, "final_decoy")
         final = run_test(args, folder / "last.pth", args.clean_data_dir, "final_clean")
         best = run_test(args, best_path, args.decoy_data_dir, "best_decoy")
-        share = background_share(args, folder / "last.pth")
+        share = model_background_share(args, folder / "last.pth")
         if base is None:
             base = decoy["top1"]
             head = ["model", "random-decoy test top-1", "gradient on background",

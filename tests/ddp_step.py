@@ -11,7 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import models
 from core.channel_stats import ChannelStatistics
-from core.grad_constraint import DoctorLoss
+from core.grad_constraint import ChannelTerm, DoctorLoss, SpatialTerm
 from loaders import Batch
 from utils.distributed import cleanup, init_distributed
 
@@ -26,8 +26,8 @@ def main(out: str) -> None:
     stats = ChannelStatistics.for_model(model, [0], 4)
     stats.sums[next(iter(stats.sums))] = torch.rand(4, 128, dtype=torch.float64)
     stats.counts[:] = 1
-    doctor = DoctorLoss(model=model, stats=stats, channel_layers=[0], spatial_layers=[0],
-                        alpha=0.5, beta=0.5, expand_px=1)
+    doctor = DoctorLoss([ChannelTerm(model, stats, [0], 0.5),
+                         SpatialTerm(model, [0], 0.5, expand_px=1)], model=model)
     # BatchNorm in eval mode: batch statistics would differ between 8 samples and 2 x 4.
     model.eval()
     net = DistributedDataParallel(model) if info.enabled else model

@@ -7,7 +7,7 @@ import torch
 
 import models
 from core.grad_calculate import compute_statistics
-from core.grad_constraint import DoctorLoss
+from core.grad_constraint import ChannelTerm, DoctorLoss, SpatialTerm
 from fakedata import make_image_folder
 from loaders import PlainBatch
 from scripts import benchmark
@@ -55,8 +55,8 @@ def test_released_losses_equal_ours_times_batch():
     images, labels = batch[0], batch[1]
     stats = fixtures.random_statistics(model, [0], 3, seed=2)
     name = models.load_modules(model, [0])[0][0]
-    ours = DoctorLoss(model=model, stats=stats, channel_layers=[0], spatial_layers=[0], alpha=1.0,
-                      beta=1.0, grad_mode="relu", second_term="mask", expand_px=0, num_classes=3)
+    ours = DoctorLoss([ChannelTerm(model, stats, [0], 1.0, grad_mode="relu", second_term="mask",
+                                   num_classes=3), SpatialTerm(model, [0], 1.0)], model=model)
     released = ReleasedGradConstraint(model, 0, stats.mask(name), alpha=1.0, beta=1.0,
                                       resize="area")
     try:

@@ -15,7 +15,7 @@ from loaders import Batch
 import models
 from core import diagnose, grad_calculate
 from core.channel_stats import ChannelStatistics
-from core.diagnose import background_share, off_mask_share
+from core.diagnose import image_background_share, off_mask_share
 from core.visualize import (diagnosis_figures, gradient_map, overlay_figure,
                             plot_channel_heatmap, plot_high_low_overlays, score_gradients,
                             spread_over_classes)
@@ -49,7 +49,7 @@ def test_off_mask_share_by_hand():
                                [1 / 10, 4 / 8])
 
 
-def test_background_share_by_hand():
+def test_image_background_share_by_hand():
     grad_map = torch.tensor([[[1.0, 2.0], [3.0, 4.0]],
                              [[0.0, 5.0], [5.0, 0.0]]])
     background = torch.zeros(2, 1, 4, 4)
@@ -57,7 +57,7 @@ def test_background_share_by_hand():
     background[0, 0, 2:, 2] = 1.0           # half of cell (1, 1)
     background[1, 0, :, :] = 1.0
     background[1, 0, 0, 2] = 0.0            # a quarter of cell (0, 1) is object
-    share = background_share(grad_map, background)
+    share = image_background_share(grad_map, background)
     np.testing.assert_allclose(share.numpy(), [(1 * 1 + 4 * 0.5) / 10, (5 * 0.75 + 5) / 10])
 
 

@@ -1,13 +1,13 @@
-"""The extra-loss interface of train.fit: DoctorLoss and RightReasonsLoss implement it;
-DoctorLoss is built by keyword and removes its hooks as a context manager."""
+"""The extra-loss interface of train.fit: DoctorLoss implements it (also with Ross et al.'s
+term alone); its settings are keywords, and it removes its hooks as a context manager."""
 import pytest
 import torch
 
 import train
 from core.channel_stats import ChannelStatistics
 from core.extra_loss import ExtraLoss
-from core.grad_constraint import DoctorLoss
-from core.right_reasons import RightReasonsLoss
+from core.grad_constraint import ChannelTerm, DoctorLoss, SpatialTerm
+from core.right_reasons import RightReasonsTerm
 from loaders import Batch, PlainBatch
 from toy import make_toy
 
@@ -23,20 +23,24 @@ def _hooked(net):
     return any(m._forward_hooks for m in net.modules())
 
 
+def _channel(net):
+    return ChannelTerm(net, _stats(), [0], 1.0)
+
+
 def test_doctor_loss_takes_keywords_only():
     net = make_toy(channels=3, num_classes=4)
     with pytest.raises(TypeError):
-        DoctorLoss(net, _stats())
-    assert isinstance(DoctorLoss(model=net, stats=_stats(), alpha=1.0), ExtraLoss)
+        DoctorLoss([_channel(net)], net)
+    assert isinstance(DoctorLoss([_channel(net)], model=net), ExtraLoss)
 
 
 def test_context_manager_removes_hooks_also_on_error():
     net = make_toy(channels=3, num_classes=4)
-    with DoctorLoss(model=net, stats=_stats(), alpha=1.0, beta=1.0) as loss:
+    with DoctorLoss([_channel(net), SpatialTerm(net, [0], 1.0)], model=net) as loss:
         assert _hooked(net) and loss.hooks is not None
     assert not _hooked(net)
     with pytest.raises(RuntimeError, match="boom"):
-        with DoctorLoss(model=net, stats=_stats(), alpha=1.0):
+        with DoctorLoss([_channel(net)], model=net):
             raise RuntimeError("boom")
     assert not _hooked(net)
     loss.remove()                                   # safe twice
@@ -46,10 +50,10 @@ def test_masks_needed_is_one_error():
     net = make_toy(channels=3, num_classes=4)
     x, y = torch.randn(2, 1, 4, 4), torch.tensor([0, 1])
     plain = PlainBatch(x, y, ["a", "b"])
-    with DoctorLoss(model=net, beta=1.0) as loss:
+    with DoctorLoss([SpatialTerm(net, [0], 1.0)], model=net) as loss:
         with pytest.raises(ValueError, match="beta > 0 needs masks: give --mask_dir"):
             loss(plain, x, y, net(x))
-    rrr = RightReasonsLoss(1.0)
+    rrr = DoctorLoss([RightReasonsTerm(1.0)], model=net)
     with pytest.raises(ValueError, match="right-reasons baseline needs masks"):
         rrr(plain, x, y, rrr.forward(net, x))
 

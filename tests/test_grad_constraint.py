@@ -4,9 +4,10 @@ import torch
 import torch.nn.functional as F
 
 from core.channel_stats import ChannelStatistics, rectify
-from core.grad_constraint import (DoctorLoss, background_share, background_weights,
-                                  channel_loss, dilate, kernel_loss,
-                                  second_class, spatial_loss)
+from core.grad_constraint import (ChannelTerm, DoctorLoss, SpatialTerm, background_weights,
+                                  channel_loss, dilate, second_class, spatial_loss)
+from core.kernels import KernelTerm, kernel_background_share, kernel_loss
+from core.right_reasons import RightReasonsTerm
 from core.hooks import FeatureHooks
 from loaders import Batch, PlainBatch
 from toy import conv_out, make_background_toy, make_toy
@@ -131,13 +132,15 @@ def test_dilation_is_exact_euclidean():
         torch.testing.assert_close(got, expect)
 
 
-def _doctor_setup(alpha, beta, **kw):
+def _doctor_setup(alpha, beta, expand_px=0, **kw):
     net = make_toy(channels=3, num_classes=4).train()
     stats = ChannelStatistics({"conv": 3}, 4)
     stats.sums["conv"] = torch.rand(4, 3, dtype=torch.float64)
     stats.counts[:] = 1
-    return net, DoctorLoss(model=net, stats=stats, channel_layers=[0],
-                           spatial_layers=[0], alpha=alpha, beta=beta, **kw)
+    terms = [ChannelTerm(net, stats, [0], alpha)]
+    if beta > 0:
+        terms.append(SpatialTerm(net, [0], beta, expand_px=expand_px))
+    return net, DoctorLoss(terms, model=net, **kw)
 
 
 def _param_grads(net, loss_fn, x, labels, batch):
@@ -176,7 +179,7 @@ def test_doctor_loss_terms_equal_pure_functions():
     g_true, lg = toy_grads(net, x, labels)
     second = second_class(lg, labels)
     g_second, _ = toy_grads(net, x, second)
-    l_ch = channel_loss(g_true, g_second, doctor.masks["conv"], labels, second)
+    l_ch = channel_loss(g_true, g_second, doctor.term("channel").masks["conv"], labels, second)
     l_sp = spatial_loss(g_true, background_weights(masks, annotated, 1))
     assert terms["channel"] == pytest.approx(l_ch.item(), rel=1e-5)
     assert terms["spatial"] == pytest.approx(l_sp.item(), rel=1e-5)
@@ -197,7 +200,7 @@ def test_noisy_treatment_averages_draws():
     active = (m[None] + noise > 0).float().sum(dim=(-2, -1)).mean(0)      # [B, K]
     w = net.fc.weight.detach().abs()
     second = second_class(logits, labels)
-    mask = doctor.masks["conv"]
+    mask = doctor.term("channel").masks["conv"]
     expect = (((1 - mask[labels]) * w[labels] + w[second]) * active).sum(1).mean()
     assert terms["channel"] == pytest.approx(expect.item(), rel=1e-5)
     assert doctor.hooks.enabled
@@ -211,8 +214,8 @@ def test_bf16_autocast_constraint_is_finite_and_close():
     stats = ChannelStatistics.for_model(net, [0], 4)
     stats.sums[next(iter(stats.sums))] = torch.rand(4, 128, dtype=torch.float64)
     stats.counts[:] = 1
-    doctor = DoctorLoss(model=net, stats=stats, channel_layers=[0], spatial_layers=[0], alpha=1.0,
-                        beta=1.0)
+    doctor = DoctorLoss([ChannelTerm(net, stats, [0], 1.0), SpatialTerm(net, [0], 1.0)],
+                        model=net)
     x, labels = torch.randn(6, 1, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
     batch = Batch(x, labels, [], (torch.rand(6, 1, 32, 32) > 0.5).float(),
                   torch.ones(6, dtype=torch.bool))
@@ -232,7 +235,7 @@ def test_bf16_autocast_constraint_is_finite_and_close():
 
 # ------------------------------------------------ background kernels (not in the paper)
 
-def test_background_share_by_hand():
+def test_kernel_background_share_by_hand():
     g = torch.zeros(2, 2, 2, 2)
     g[0, 0] = torch.tensor([[1.0, -3.0], [0.0, 0.0]])
     g[1, 0] = torch.tensor([[0.0, 0.0], [2.0, 2.0]])
@@ -240,15 +243,15 @@ def test_background_share_by_hand():
     bg = torch.zeros(2, 1, 2, 2)
     bg[0, 0, 0, 1] = 1.0               # image 0: background is the top-right pixel
     bg[1, 0, 1] = 0.5                  # image 1: half-weight bottom row
-    share = background_share(g, bg)
+    share = kernel_background_share(g, bg)
     # kernel 0: (3 + 0.5·2 + 0.5·2) / (1 + 3 + 2 + 2); kernel 1: (1 + 0.5 + 0.5) / 8
     torch.testing.assert_close(share, torch.tensor([5 / 8, 2 / 8]))
     # area-resized background: a 4x4 mask onto the 2x2 map
     big = torch.zeros(2, 1, 4, 4)
     big[0, 0, :2, 2:] = 1.0
     big[1, 0, 2:] = 0.5
-    torch.testing.assert_close(background_share(g, big), share)
-    assert background_share(torch.zeros(1, 3, 2, 2), bg[:1]).tolist() == [0, 0, 0]
+    torch.testing.assert_close(kernel_background_share(g, big), share)
+    assert kernel_background_share(torch.zeros(1, 3, 2, 2), bg[:1]).tolist() == [0, 0, 0]
 
 
 def test_kernel_loss_by_hand():
@@ -271,9 +274,9 @@ def test_find_kernels_picks_the_background_kernel_and_restores_mode():
     net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     net.train()
-    doctor = DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
-                        kernel_tau=0.5, annotated=(x, labels, fg))
-    kernels = doctor.find_kernels(chunk=4)       # two chunks: sums must be pooled
+    term = KernelTerm(net, (x, labels, fg), ("conv",), 1.0, tau=0.5)
+    doctor = DoctorLoss([term], model=net)
+    kernels = term.find_kernels(chunk=4)         # two chunks: sums must be pooled
     assert kernels["conv"].tolist() == [1.0, 0.0]
     assert net.training and doctor.hooks.enabled
     assert doctor.start_epoch(1) == {"kernels/conv": 1}
@@ -283,8 +286,8 @@ def test_find_kernels_picks_the_background_kernel_and_restores_mode():
 def test_kernel_term_trains_only_the_background_kernel():
     net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    doctor = DoctorLoss(model=net, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
-                        annotated=(x[:3], labels[:3], fg[:3]))
+    doctor = DoctorLoss([KernelTerm(net, (x[:3], labels[:3], fg[:3]), ("conv",), 2.0)],
+                        model=net)
     doctor.start_epoch(1)
     logits = net(x)
     total, terms = doctor(PlainBatch(x, labels, []), x, labels, logits)
@@ -299,11 +302,11 @@ def test_kernel_term_trains_only_the_background_kernel():
 
 def test_kernel_term_needs_annotations():
     with pytest.raises(ValueError, match="annotated"):
-        DoctorLoss(model=make_toy(), spatial_layers=(), gamma=1.0, kernel_layers=("conv",))
+        KernelTerm(make_toy(), None, ("conv",), 1.0)
 
 
 def test_right_reasons_loss_by_hand_and_trains_weights():
-    from core.right_reasons import RightReasonsLoss, right_reasons_loss
+    from core.right_reasons import right_reasons_loss
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 3)
     x = torch.randn(2, 1, 2, 2, requires_grad=True)
@@ -316,8 +319,9 @@ def test_right_reasons_loss_by_hand_and_trains_weights():
     expect = ((bg.view(2, 4) * gx) ** 2).sum(1).mean()
     torch.testing.assert_close(loss, expect)
     assert torch.autograd.grad(loss, lin.weight)[0].abs().sum() > 0
-    rrr = RightReasonsLoss(2.0)
-    out = rrr.forward(lambda z: lin(z.flatten(1)), x.detach().clone())
+    flat = torch.nn.Sequential(torch.nn.Flatten(), lin)
+    rrr = DoctorLoss([RightReasonsTerm(2.0)], model=flat)
+    out = rrr.forward(flat, x.detach().clone())
     fg = 1 - bg
     total, terms = rrr(Batch(None, None, None, fg, torch.tensor([True, False])), x, None, out)
     torch.testing.assert_close(total, 2.0 * expect)     # image 1 unannotated: 0
@@ -331,29 +335,30 @@ def test_right_reasons_loss_by_hand_and_trains_weights():
         grown[:, :, r, c] = 0
     grown = grown * torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)        # image 1 unannotated
     for expand, bg5 in ((0, (1 - obj) * torch.tensor([1.0, 0.0]).view(2, 1, 1, 1)), (1, grown)):
-        rrr = RightReasonsLoss(1.0, expand_px=expand)
+        flat5 = torch.nn.Sequential(torch.nn.Flatten(), lin5)
+        rrr = DoctorLoss([RightReasonsTerm(1.0, expand_px=expand)], model=flat5)
         xin = xs.clone()
-        out = rrr.forward(lambda z: lin5(z.flatten(1)), xin)
+        out = rrr.forward(flat5, xin)
         total, _ = rrr(Batch(xin, None, [], obj, torch.tensor([True, False])), xin, None, out)
         torch.testing.assert_close(total, right_reasons_loss(out, xin, bg5))
 
 
 def test_right_reasons_added_to_the_kernel_term_is_the_sum_of_both():
-    from core.right_reasons import RightReasonsLoss, WithRightReasons, right_reasons_loss
+    from core.right_reasons import right_reasons_loss
     net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     annotated = torch.tensor([True, True, False, False, True, False])
     batch = Batch(x, labels, [], fg, annotated)
 
-    def doctor():
-        d = DoctorLoss(model=net, spatial_layers=(), gamma=2.0, kernel_layers=("conv",),
-                       annotated=(x[:3], labels[:3], fg[:3]))
+    def doctor(*extra):
+        d = DoctorLoss([KernelTerm(net, (x[:3], labels[:3], fg[:3]), ("conv",), 2.0), *extra],
+                       model=net)
         d.start_epoch(1)
         return d
     alone = doctor()
     k_total, _ = alone(batch, x, labels, alone.forward(net, x))
     alone.remove()
-    both = WithRightReasons(doctor(), RightReasonsLoss(0.5))
+    both = doctor(RightReasonsTerm(0.5))
     xin = x.clone()
     logits = both.forward(net, xin)
     total, terms = both(batch, xin, labels, logits)
@@ -377,19 +382,27 @@ def test_find_kernels_takes_rank_zeros_kernels_under_ddp(monkeypatch):
         tensor.copy_(torch.tensor([0.0, 1.0]))
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "broadcast", broadcast)
-    doctor = DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
-                        annotated=(x, labels, fg))
-    assert doctor.find_kernels()["conv"].tolist() == [0.0, 1.0]   # this rank alone: [1, 0]
+    term = KernelTerm(net, (x, labels, fg), ("conv",), 1.0)
+    doctor = DoctorLoss([term], model=net)
+    assert term.find_kernels()["conv"].tolist() == [0.0, 1.0]     # this rank alone: [1, 0]
     assert calls == [0]
     doctor.remove()
+
+
+def kernel_args(**kw):
+    """The kernel flags of train_model_doctor.py at their defaults, with ``kw`` changed."""
+    import train_model_doctor
+    return train_model_doctor.get_args_parser().parse_args(
+        [f"--{k}={v}" for k, v in kw.items() if not isinstance(v, bool)]
+        + [f"--{k}" for k, v in kw.items() if v is True])
 
 
 def test_kernel_reinit_renews_only_the_background_kernel_once():
     net, x, fg = make_background_toy()
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     before_w, before_b = net.conv.weight.detach().clone(), net.conv.bias.detach().clone()
-    doctor = DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
-                        annotated=(x, labels, fg), kernel_reinit=True)
+    doctor = DoctorLoss([KernelTerm(net, (x, labels, fg), ("conv",), 1.0, reinit=True)],
+                        model=net)
     torch.manual_seed(3)
     assert doctor.start_epoch(1) == {"kernels/conv": 1}
     torch.manual_seed(3)                          # the fresh draw: Kaiming normal, fan-out
@@ -403,7 +416,8 @@ def test_kernel_reinit_renews_only_the_background_kernel_once():
     torch.testing.assert_close(net.conv.weight, after)
     doctor.remove()
     with pytest.raises(ValueError, match="gamma"):
-        DoctorLoss(model=net, spatial_layers=(), kernel_reinit=True)
+        KernelTerm.from_args(kernel_args(gamma=0.0, kernel_reinit=True), net, None,
+                             (x, labels, fg))
 
 
 def test_kernel_reinit_random_renews_as_many_kernels_drawn_at_random():
@@ -413,8 +427,9 @@ def test_kernel_reinit_random_renews_as_many_kernels_drawn_at_random():
     renewed = set()
     for seed in range(8):
         net.conv.weight.data.copy_(before)
-        doctor = DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
-                            annotated=(x, labels, fg), kernel_reinit=True, reinit_random=True)
+        term = KernelTerm(net, (x, labels, fg), ("conv",), 1.0, reinit=True,
+                          reinit_random=True)
+        doctor = DoctorLoss([term], model=net)
         torch.manual_seed(seed)
         assert doctor.start_epoch(1) == {"kernels/conv": 1}   # the constraint's kernels
         torch.manual_seed(seed)                 # the draw: one of two, then the fresh weights
@@ -423,10 +438,12 @@ def test_kernel_reinit_random_renews_as_many_kernels_drawn_at_random():
         torch.nn.init.kaiming_normal_(fresh, mode="fan_out", nonlinearity="relu")
         torch.testing.assert_close(net.conv.weight[pick], fresh[pick])
         torch.testing.assert_close(net.conv.weight[1 - pick], before[1 - pick])
-        assert doctor.kernels["conv"].tolist() == [1.0, 0.0]  # suppressed: still the found one
+        assert term.kernels["conv"].tolist() == [1.0, 0.0]    # suppressed: still the found one
         renewed.add(pick)
         doctor.remove()
     assert renewed == {0, 1}
     with pytest.raises(ValueError, match="kernel_reinit"):
-        DoctorLoss(model=net, spatial_layers=(), gamma=1.0, kernel_layers=("conv",),
-                   annotated=(x, labels, fg), reinit_random=True)
+        KernelTerm(net, (x, labels, fg), ("conv",), 1.0, reinit_random=True)
+    with pytest.raises(ValueError, match="kernel_reinit"):
+        KernelTerm.from_args(kernel_args(gamma=0.0, kernel_reinit_random=True), net, None,
+                             (x, labels, fg))

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import core.gradients
 from core import tail as tail_mod
 from core.channel_stats import ChannelStatistics, channel_gradients
-from core.grad_constraint import DoctorLoss
+from core.grad_constraint import ChannelTerm, DoctorLoss, SpatialTerm
 from core.hooks import FeatureHooks
 from core.tail import TailSplit, split_or_none, split_reason
 from loaders import Batch, PlainBatch
@@ -129,8 +129,8 @@ def _doctor(model, layer):
     stats.sums[layer] = torch.rand(10, stats.layers[layer], dtype=torch.float64,
                                    generator=torch.Generator().manual_seed(0))
     stats.counts[:] = 1
-    return DoctorLoss(model=model, stats=stats, channel_layers=[layer], spatial_layers=[layer],
-                      alpha=1.0, beta=1.0, noise_draws=J, noise_delta=0.2)
+    return DoctorLoss([ChannelTerm(model, stats, [layer], 1.0), SpatialTerm(model, [layer], 1.0)],
+                      model=model, noise_draws=J, noise_delta=0.2)
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
@@ -264,8 +264,8 @@ def test_doctor_forward_shares_the_head_with_the_noisy_draws(name):
     stats.sums[next(iter(stats.sums))] = torch.rand(4, stats.layers[next(iter(stats.layers))],
                                                     dtype=torch.float64)
     stats.counts[:] = 1
-    doctor = DoctorLoss(model=net, stats=stats, channel_layers=[0], spatial_layers=[0], alpha=1.0,
-                        beta=0.0, noise_draws=3, noise_delta=0.1)
+    doctor = DoctorLoss([ChannelTerm(net, stats, [0], 1.0)], model=net, noise_draws=3,
+                        noise_delta=0.1)
     x, y = torch.randn(2, 1, 32, 32), torch.tensor([0, 3])
     results = []
     for shared in (True, False):

@@ -12,7 +12,7 @@ import loaders
 import models
 import train
 from core.channel_stats import ChannelStatistics
-from core.grad_constraint import DoctorLoss
+from core.grad_constraint import ChannelTerm, DoctorLoss, SpatialTerm
 
 
 def csv(text: str, cast=str) -> list:
@@ -97,10 +97,10 @@ def feature_shape(model, layer, args, device) -> list[int]:
 
 def doctor_loss(model, args, layer, noise_draws=1, noise_delta=0.0) -> DoctorLoss:
     stats = random_statistics(model, [layer], args.num_classes, args.seed)
-    return DoctorLoss(model=model, stats=stats, channel_layers=[layer], spatial_layers=[layer],
-                      alpha=args.alpha, beta=args.beta, noise_draws=noise_draws,
-                      noise_delta=noise_delta, expand_px=args.expand_px,
-                      num_classes=args.num_classes)
+    terms = [ChannelTerm(model, stats, [layer], args.alpha, num_classes=args.num_classes),
+             SpatialTerm(model, [layer], args.beta, expand_px=args.expand_px)]
+    return DoctorLoss([t for t in terms if t.weight > 0], model=model,
+                      noise_draws=noise_draws, noise_delta=noise_delta)
 
 
 def frozen(model: torch.nn.Module, on: bool = True) -> torch.nn.Module:

@@ -7,7 +7,7 @@ import copy
 import models
 from core.channel_stats import ChannelStatistics
 from core.grad_calculate import compute_statistics
-from core.grad_constraint import DoctorLoss
+from core.grad_constraint import ChannelTerm, DoctorLoss, SpatialTerm
 from scripts.bench.fixtures import (SyntheticImages, build, csv, frozen, random_statistics,
                                     step_fn, synthetic_batch)
 from scripts.bench.timing import host_peak_memory, interleaved, peak_memory, ratio
@@ -39,13 +39,20 @@ def check_statistics(released: dict, ours: ChannelStatistics, batch_size: int) -
             "mask_borderline": borderline}
 
 
+def released_scale_loss(model, stats, layer, alpha: float, beta: float,
+                        num_classes: int) -> DoctorLoss:
+    """Ours as the release computes it (relu, second term masked, no expansion, J=1, δ=0):
+    channel and spatial constraint at ``layer``."""
+    return DoctorLoss([ChannelTerm(model, stats, [layer], alpha, grad_mode="relu",
+                                   second_term="mask", num_classes=num_classes),
+                       SpatialTerm(model, [layer], beta)], model=model)
+
+
 def check_losses(model, args, device, batch, stats, layer) -> dict:
     """Ours (relu, second term masked, J=1, δ=0) = released × B for the channel loss; the
     spatial losses equal when the mask is resized alike (area)."""
     name = models.load_modules(model, [layer])[0][0]
-    ours = DoctorLoss(model=model, stats=stats, channel_layers=[layer], spatial_layers=[layer],
-                      alpha=1.0, beta=1.0, grad_mode="relu", second_term="mask", expand_px=0,
-                      num_classes=args.num_classes)
+    ours = released_scale_loss(model, stats, layer, 1.0, 1.0, args.num_classes)
     rel = ReleasedGradConstraint(model, layer, stats.mask(name), 1.0, 1.0, resize="area")
     try:
         model.eval()
@@ -102,9 +109,8 @@ def bench_released(args, device) -> dict:
     loss_check = check_losses(model, args, device, batch, stats, 0)
     ours_m, rel_m = copy.deepcopy(model), copy.deepcopy(model)
     layer0 = models.load_modules(model, [0])[0][0]
-    ours_loss = DoctorLoss(model=ours_m, stats=stats, channel_layers=[0], spatial_layers=[0],
-                           alpha=args.released_alpha / args.batch_size, beta=args.beta,
-                           grad_mode="relu", second_term="mask", num_classes=args.num_classes)
+    ours_loss = released_scale_loss(ours_m, stats, 0, args.released_alpha / args.batch_size,
+                                    args.beta, args.num_classes)
     rel_loss = ReleasedGradConstraint(rel_m, 0, stats.mask(layer0), args.released_alpha,
                                       args.beta)
     try:

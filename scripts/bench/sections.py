@@ -46,7 +46,7 @@ def bench_treatment(args, device, names: list[str]) -> dict:
             for loss in losses:
                 loss.remove()
         out[name] = {
-            "layer": losses[0].channel_layers[0],
+            "layer": losses[0].layers[0],
             "feature": feature_shape(base, 0, args, device), "times": times, "memory": memory,
             "plain_ms": 1e3 * float(np.median(times["plain"])),
             "images_per_s": args.batch_size / float(np.median(times["plain"])),
@@ -80,7 +80,7 @@ def bench_depth(args, device) -> dict:
                 loss.remove()
         out[name] = {"num_convs": num_convs, "plain_ms": 1e3 * float(np.median(times["plain"])),
                      "times": times, "layers": {
-                         str(l): {"name": loss.channel_layers[0],
+                         str(l): {"name": loss.layers[0],
                                   "feature": feature_shape(base, l, args, device),
                                   "treat": ratio(times[str(l)], times["plain"])}
                          for l, loss in zip(layers, losses)}}
