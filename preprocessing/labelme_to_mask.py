@@ -39,6 +39,7 @@ from tqdm import tqdm
 if not __package__:  # run as a script: see _bootstrap.py beside this file
     import _bootstrap  # noqa: F401
 from utils.io import atomic_write, safe_child  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 IGNORE_LABEL = "__ignore__"
 OBJECT_VALUE, IGNORE_VALUE, BACKGROUND_VALUE = 255, 128, 0
@@ -304,4 +305,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_main(main, get_args_parser())

@@ -23,6 +23,7 @@ from preprocessing import (  # noqa: E402,F401
     cifar, decoy, digits, mini_imagenet, mnist, stl10, svhn,
 )
 from preprocessing.common import CONVERTERS  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -76,4 +77,4 @@ def main(args: argparse.Namespace):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

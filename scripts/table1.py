@@ -45,6 +45,7 @@ import models
 from scripts import jobs
 from scripts.dirs import NEEDS_MASKS, VARIANTS, ExperimentDirs, variant_weights
 from utils import atomic_write_text
+from utils.cli import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -437,4 +438,4 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_main(main, get_args_parser())
