@@ -5,6 +5,7 @@
 # Tests each model first (scripts/test.sh). Writes ${out_dir}/fig4_per_class.png, fig5_visual.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 result_path=${result_path:-output/quickstart}

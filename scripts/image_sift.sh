@@ -5,6 +5,7 @@
 # Run after train.sh. Example: mode=low bash scripts/image_sift.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 source scripts/_launch.sh
 
 result_path=${result_path:-output}

@@ -9,6 +9,7 @@
 #   data_name=fashion_mnist bash scripts/prepare_data.sh   # finds Debian's dataset-fashion-mnist files
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 
 data_name=${data_name:-decoy_digits}
 source_dir=${source_dir:-data/raw/${data_name}}
