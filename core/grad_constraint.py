@@ -5,7 +5,7 @@ on the constrained layers, takes those gradients with ``create_graph=True`` (so 
 penalties train the weights) and plugs into ``train.train_one_epoch`` as ``extra_loss``
 (:class:`core.extra_loss.ExtraLoss`).
 
-Scale (METHOD §4): per-sample penalties are averaged over the batch, so the loss does not
+Scale (README: Method): per-sample penalties are averaged over the batch, so the loss does not
 depend on the batch size. The released channel loss equals ours divided by the batch size
 ``B``: its ``alpha = 10`` at ``B = 128`` is ``alpha ≈ 0.078`` here. The spatial loss has the
 released scale (``beta`` carries over).
