@@ -32,8 +32,8 @@ DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
 
 def device_error(device: str) -> str | None:
     """None when ``device`` is one of :data:`DEVICE_CHOICES`, else what it must be."""
-    kind, _, index = str(device).partition(":")
-    if (kind in ("auto", "cpu", "cuda", "mps") and not index) or (kind == "cuda" and index.isdigit()):
+    kind, sep, index = str(device).partition(":")
+    if (kind in ("auto", "cpu", "cuda", "mps") and not sep) or (kind == "cuda" and index.isdigit()):
         return None
     return f"must be one of {DEVICE_CHOICES}"
 

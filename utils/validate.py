@@ -56,7 +56,7 @@ def each(rule: Rule) -> Rule:
     """A list flag (``--deltas 0,0.1``): every item obeys ``rule``."""
     def check(values) -> str | None:
         bad = [rule(v) for v in values]
-        return next((f"every value {b.removeprefix('must be ')}" for b in bad if b), None)
+        return next((f"every value {b}" for b in bad if b), None)
     return check
 
 
