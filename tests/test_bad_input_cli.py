@@ -73,6 +73,7 @@ BAD_VALUES = [
     ("train_model_doctor", ["--expand_px", "-1"], "--expand_px"),
     ("train_model_doctor", ["--replay_annotated", "-1"], "--replay_annotated"),
     ("train_model_doctor", ["--num_classes", "0"], "--num_classes"),
+    ("train_model_doctor", ["--num_epochs", "-1"], "--num_epochs"),
     ("core.grad_calculate", ["--theta", "nan"], "--theta"),    # was: every mask zero
     ("core.grad_calculate", ["--theta", "2"], "--theta"),
     ("core.grad_calculate", ["--noise_draws", "0"], "--noise_draws"),
@@ -146,7 +147,8 @@ def test_every_numeric_flag_has_a_rule_and_the_defaults_pass(module):
                and getattr(a.type, "__name__", "") in ("int", "float", "parse_number",
                                                         "parse_deltas")]
     assert numeric, module
-    missing = sorted({validate.flag_name(a) for a in numeric if a.dest not in validate.RULES})
+    missing = sorted({validate.flag_name(a) for a in numeric
+                      if validate.rule_for(parser, a.dest) is None})
     assert not missing, f"{module}: numeric flags without a value rule: {missing}"
     args = parser.parse_args(ENTRY_POINTS[module])
     assert validate.problems(parser, args) == []
@@ -160,6 +162,11 @@ def test_good_values_pass_and_none_means_unset():
                                         "--device_index", "0", "--batch_size", "1"])
     assert args.batch_size == 1 and args.alpha == 0.0
     assert validate.parse_args(parser, []).batch_size is None   # the dataset's default
+    # 0 treatment epochs: epoch 0 evaluates and saves the trained model it starts from;
+    # train.py starts from scratch, where 0 epochs would save nothing
+    assert validate.parse_args(parser, ["--num_epochs", "0"]).num_epochs == 0
+    assert validate.problems(parser_of("train"), parser_of("train").parse_args(
+        ["--num_epochs", "0"])) == ["argument --num_epochs: must be an integer > 0, got 0"]
     rules = validate.RULES
     assert rules["theta"](0.999) is None and rules["theta"](1.0)
     assert rules["momentum"](1.0) is None and rules["momentum"](1.01)

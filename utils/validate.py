@@ -99,6 +99,20 @@ RULES: dict[str, Rule] = {
 }
 
 
+def _epochs(parser: argparse.ArgumentParser) -> Rule:
+    """0 epochs is a run where it starts from trained weights (``--ori_model_path``: epoch 0
+    evaluates and saves them); from scratch it would save nothing."""
+    return non_negative_int if "--ori_model_path" in parser._option_string_actions else positive_int
+
+
+# Rules that depend on the entry point, chosen from its parser; they replace RULES' entry.
+PARSER_RULES: dict[str, Callable[[argparse.ArgumentParser], Rule]] = {"num_epochs": _epochs}
+
+
+def rule_for(parser: argparse.ArgumentParser, dest: str) -> Rule | None:
+    return PARSER_RULES[dest](parser) if dest in PARSER_RULES else RULES.get(dest)
+
+
 def flag_name(action: argparse.Action) -> str:
     """The flag as users write it: ``--dest`` when the action has it, else its first name."""
     wanted = "--" + action.dest
@@ -121,7 +135,7 @@ def problems(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[
     """``argument --flag: <rule>, got <value>`` for every parsed value that breaks its rule."""
     found = []
     for action in parser_actions(parser):
-        rule = RULES.get(action.dest)
+        rule = rule_for(parser, action.dest)
         if rule is None or not action.option_strings or not hasattr(args, action.dest):
             continue
         value = getattr(args, action.dest)
