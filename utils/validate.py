@@ -4,7 +4,8 @@ argparse checks the type (``--lr abc``); :func:`check_args` checks the value (``
 ``--batch_size 0``) after parsing, so a bad value stops the run before any work with one line
 naming the flag: ``train.py: error: argument --lr: must be a finite number > 0, got nan``.
 :func:`utils.cli.run_main` calls it for every entry point; a dest means the same thing in every
-script that has it, so one rule per dest serves them all. ``None`` (an unset optional flag,
+script that has it, so one rule per dest serves them all (:data:`PARSER_RULES` holds the one
+exception, ``--num_epochs``). ``None`` (an unset optional flag,
 "use the dataset's default") always passes; 0 is never a stand-in for a default.
 """
 from __future__ import annotations
