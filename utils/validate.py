@@ -75,16 +75,16 @@ def device_index(v) -> str | None:
 RULES: dict[str, Rule] = {
     # sizes and counts: 0 would mean "nothing" (or, before, silently "the default")
     **dict.fromkeys((
-        "num_epochs", "batch_size", "num_images", "noise_draws", "repeats", "num_overlays",
+        "batch_size", "num_images", "noise_draws", "repeats", "num_overlays",
         "in_channels", "num_classes", "train_epochs", "doctor_epochs", "num_high", "num_low",
         "budget", "train_per_class", "image_size", "reps", "diag_images", "diag_batch_size",
         "mem_draws", "data_images", "data_batch_size", "released_images", "threads",
-        "parallel", "cpus_per_job", "time_min", "seconds"), positive_int),
+        "parallel", "cpus_per_job", "time_min"), positive_int),
     # counts where 0 is a documented setting (off / all / none / the main process)
     **dict.fromkeys((
         "workers", "loader_workers", "seed", "expand_px", "replay_annotated", "replay",
         "warmup", "num_classes_subset", "val_per_class", "subset_per_class", "per_class",
-        "gpus_per_job", "loader_images"), non_negative_int),
+        "gpus_per_job", "loader_images", "seconds"), non_negative_int),
     # loss weights and noise ranges: 0 switches the term off, a negative one inverts it
     **dict.fromkeys((
         "alpha", "beta", "gamma", "rrr_lambda", "noise_delta", "weight_decay",
