@@ -1,4 +1,4 @@
-"""Treat a trained classifier with Model Doctor's constraints (paper Eq. 7, METHOD §6).
+"""Treat a trained classifier with Model Doctor's constraints (paper Eq. 7; README: Method).
 
     L_all = L_ce + alpha · Σ_r L_ch^r + beta · Σ_r L_sp^r
 

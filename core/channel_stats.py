@@ -1,4 +1,4 @@
-"""Noisy-gradient channel statistics per class and layer (paper Eq. 3-4, METHOD §3).
+"""Noisy-gradient channel statistics per class and layer (paper Eq. 3-4; README: Method).
 
 For an image of class ``n`` and a hooked conv layer with output ``m`` (``[B, K, H, W]``)::
 

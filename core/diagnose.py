@@ -9,7 +9,7 @@
 The paper computes the class-channel statistics on confident images and says they "can be
 used to diagnose" failures; this tool does so per image. For an image of class ``n`` and the
 hooked layer's output ``m`` (``[K, H, W]``), with ``c = |·|`` (or relu) and ``M`` the class
-masks of ``channel_stats.npz`` (METHOD §3)::
+masks of ``channel_stats.npz`` (README: Method)::
 
     off_mask_share    = Σ_k (1 − M[n, k]) Σ_hw c(∂y_n/∂m_k)  /  Σ_k Σ_hw c(∂y_n/∂m_k)
     background_share  = Σ_hw Bg ⊙ Σ_k c(∂y_n/∂m_k)  /  Σ_hw Σ_k c(∂y_n/∂m_k)

@@ -1,4 +1,4 @@
-"""Diagnosis: channel statistics of the sifted high-confidence images (METHOD §3).
+"""Diagnosis: channel statistics of the sifted high-confidence images (README: Method).
 
     python core/grad_calculate.py --model_name resnet34 --data_name decoy_digits \
         --model_path output/train/models/model_ori.pth --data_path output/sift/high \

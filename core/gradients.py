@@ -1,5 +1,5 @@
-"""Per-sample gradients of class scores w.r.t. conv feature maps, ``g = ∂y_n / ∂m`` (METHOD
-§3-§5), with or without noise at the map (paper Eq. 4).
+"""Per-sample gradients of class scores w.r.t. conv feature maps, ``g = ∂y_n / ∂m`` (paper
+Eq. 3-7), with or without noise at the map (paper Eq. 4).
 
 :func:`layer_gradients` is the one place they are computed: the channel statistics, the
 treatment losses, the background kernels and the figures all call it. The gradients of a

@@ -1,4 +1,4 @@
-"""Sift images by prediction confidence (METHOD §2).
+"""Sift images by prediction confidence (README: Method).
 
     python core/image_sift.py --model_name resnet34 --data_name decoy_digits \
         --model_path output/resnet34_decoy_digits/models/model_ori.pth \

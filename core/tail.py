@@ -1,5 +1,5 @@
 """Re-run only the tail: split a model at a conv so that J noisy copies of its output cost
-one head pass on B images plus one tail pass on J·B copies (paper Eq. 4, METHOD §3).
+one head pass on B images plus one tail pass on J·B copies (paper Eq. 4; README: Method).
 
 ``head(x) -> (m, *live)`` runs what the conv output ``m`` depends on, plus every other value
 the rest of the network reads (residual inputs, the input of a skip, ...), once on the B

@@ -14,6 +14,7 @@ import traceback
 import torch
 
 from models import MODELS, default_stem, load_model, load_modules
+from utils.cli import run_main
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -62,4 +63,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_main(main, get_args_parser())

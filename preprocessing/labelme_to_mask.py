@@ -1,4 +1,4 @@
-"""labelme JSON annotations -> binary foreground masks (METHOD.md §7).
+"""labelme JSON annotations -> binary foreground masks (README: Annotating with labelme).
 
 ``JSON_ROOT/<class>/<stem>.json`` becomes ``MASK_ROOT/<class>/<stem>.png``: single-channel
 uint8, 255 = object, 128 = ignore, 0 = background, the image's height and width (the codes

@@ -1,4 +1,5 @@
-"""mini-ImageNet, re-split as in the paper.
+"""mini-ImageNet (``--data_name mnin``, the loaders' and the released code's name; also
+accepted as ``mini_imagenet``), re-split as in the paper.
 
 Source: ``images/`` (jpgs) and ``train.csv`` / ``val.csv`` / ``test.csv`` (header
 ``filename,label``, label = WordNet id). The paper pools the three CSVs (100 classes x 600
@@ -18,8 +19,10 @@ import numpy as np
 
 from preprocessing.common import (Sample, Summary, register_converter, resolve_expected,
                                   write_dataset)
+from utils.io import safe_child
 
 CSV_FILES = ("train.csv", "val.csv", "test.csv")
+NAME, ALIAS = "mnin", "mini_imagenet"
 IMAGES_PER_CLASS = 600
 
 
@@ -36,11 +39,21 @@ def read_csvs(source: Path) -> dict[str, list[str]]:
                 raise ValueError(f"{path}: expected a header 'filename,label', "
                                  f"got {reader.fieldnames}")
             for row in reader:
+                for column in ("filename", "label"):
+                    if not _plain_name(row[column]):
+                        raise ValueError(f"{path}: {column} {row[column]!r} is not a plain file "
+                                         f"name (no folders, no '..')")
                 if row["filename"] in seen:
                     raise ValueError(f"{path}: {row['filename']} is listed twice")
                 seen.add(row["filename"])
                 by_class[row["label"]].append(row["filename"])
     return {wnid: sorted(files) for wnid, files in sorted(by_class.items())}
+
+
+def _plain_name(name: str | None) -> bool:
+    """A CSV field used as a file or folder name: one path component, so it stays inside
+    ``images/`` when read and inside the output when written."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
 
 
 def split_classes(by_class: dict[str, list[str]], train_per_class: int,
@@ -72,7 +85,7 @@ def split_classes(by_class: dict[str, list[str]], train_per_class: int,
 
 
 def _find_image(images_dir: Path, wnid: str, filename: str) -> Path:
-    for path in (images_dir / filename, images_dir / wnid / filename):
+    for path in (safe_child(images_dir, filename), safe_child(images_dir, Path(wnid, filename))):
         if path.is_file():
             return path
     raise FileNotFoundError(f"mini-ImageNet image {filename} not found in {images_dir}")
@@ -102,10 +115,13 @@ def convert_mini_imagenet(source: str | Path, output: str | Path, train_per_clas
                          total=sum(len(a) + len(b) for a, b in splits.values()))
 
 
-@register_converter("mini_imagenet")
+@register_converter(NAME)
 def prepare_mini_imagenet(args: argparse.Namespace) -> Summary:
     if args.download:
-        raise ValueError("mini_imagenet has no download; point --source at the folder with "
+        raise ValueError(f"{NAME} has no download; point --source at the folder with "
                          "images/ and train.csv, val.csv, test.csv")
     return convert_mini_imagenet(args.source, args.output, args.train_per_class,
                                  args.num_classes_subset, args.seed, verify=not args.no_verify)
+
+
+register_converter(ALIAS)(prepare_mini_imagenet)   # the name this converter had before

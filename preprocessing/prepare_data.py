@@ -5,8 +5,8 @@ Examples::
     python preprocessing/prepare_data.py --data_name decoy_digits --output data/decoy_digits
     python preprocessing/prepare_data.py --data_name cifar10 --source data/raw/cifar10 \\
         --output data/cifar10 --download
-    python preprocessing/prepare_data.py --data_name mini_imagenet --source /data/mini-imagenet \\
-        --output data/mini_imagenet_10 --num_classes_subset 10 --seed 0
+    python preprocessing/prepare_data.py --data_name mnin --source /data/mini-imagenet \\
+        --output data/mnin_10 --num_classes_subset 10 --seed 0
 
 Re-running skips files that already exist, so an interrupted run can simply be restarted.
 """
@@ -24,6 +24,7 @@ from preprocessing import (  # noqa: E402,F401
 )
 from preprocessing.common import CONVERTERS  # noqa: E402
 from utils.io import refuse_overlap  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,9 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="seed of the digits split, the mini-ImageNet split and class "
                              "choice, and the decoy corners and test shades")
     parser.add_argument("--num_classes_subset", type=int, default=0,
-                        help="mini_imagenet: keep this many random classes (0 = all)")
+                        help="mnin: keep this many random classes (0 = all)")
     parser.add_argument("--train_per_class", type=int, default=480,
-                        help="mini_imagenet: training images per class, the rest are test")
+                        help="mnin: training images per class, the rest are test")
     parser.add_argument("--plain_output", default=None,
                         help="decoy_*: where the plain dataset is built "
                              "(unset: next to --output, named after the base dataset)")
@@ -72,8 +73,8 @@ def main(args: argparse.Namespace):
             and not args.data_name.startswith(("decoy", "photo")):
         raise SystemExit("--decoy_kind, --val_per_class and --subset_per_class are only "
                          "supported for the decoy_* datasets")
-    if args.num_classes_subset and args.data_name != "mini_imagenet":
-        raise SystemExit("--num_classes_subset is only supported for mini_imagenet")
+    if args.num_classes_subset and args.data_name not in (mini_imagenet.NAME, mini_imagenet.ALIAS):
+        raise SystemExit("--num_classes_subset is only supported for mnin (mini_imagenet)")
     try:
         refuse_overlap(args.output, {"--source": args.source,
                                      "--plain_output": args.plain_output}, "--output")
@@ -86,4 +87,4 @@ def main(args: argparse.Namespace):
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

@@ -27,6 +27,7 @@ if not __package__:  # run as a script: see _bootstrap.py beside this file
     import _bootstrap  # noqa: F401
 from preprocessing.labelme_to_mask import IMAGE_EXTS, image_size as read_image_size  # noqa: E402
 from utils.io import atomic_write_text, safe_child  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 
 def mask_to_labelme(mask: np.ndarray, image_path_rel: str, label: str = "object",
@@ -129,4 +130,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_main(main, get_args_parser())

@@ -8,6 +8,7 @@
 # Writes ${table_dir}/ablation_annotations.{md,png,json}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 result_path=${result_path:-output/quickstart}

@@ -52,6 +52,7 @@ from scripts import jobs  # noqa: E402
 from scripts.dirs import LABELS, ExperimentDirs, variant_weights  # noqa: E402
 from scripts.dirs import VARIANTS as PAPER_VARIANTS  # noqa: E402
 from utils import add_device_args, atomic_write_text  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 VARIANTS = tuple(v for v in PAPER_VARIANTS if v != "control")   # the control runs anyway
 # arguments of a treatment run that must match for a finished run to be reused
@@ -470,4 +471,4 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

@@ -3,6 +3,7 @@
 # Next step: bash scripts/labelme_to_mask.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 
 result_path=${result_path:-output}
 model_name=${model_name:-resnet34}

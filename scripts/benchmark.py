@@ -52,6 +52,7 @@ from scripts.bench.sections import (bench_data_paths, bench_depth, bench_diagnos
 from scripts.bench.fixtures import csv
 from scripts.bench.released import bench_released
 from utils import add_device_args, get_device, set_seed
+from utils import validate
 
 SECTIONS = ("treatment", "depth", "diagnosis", "memory", "loader", "data_paths", "released",
             "quickstart")
@@ -124,7 +125,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = get_args_parser()
     if parser.parse_args(argv).tiny:
         parser.set_defaults(**TINY)
-    return parser.parse_args(argv)
+    return validate.parse_args(parser, argv)
 
 
 

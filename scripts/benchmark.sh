@@ -6,6 +6,7 @@
 # Empty values take python -m scripts.benchmark's defaults (shown), or --tiny's when tiny=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 device=${device:-auto}                # auto | cpu | cuda | cuda:N

@@ -4,6 +4,7 @@
 # Run after grad_calculate.sh. Output: ${result_path}/${exp_name}/diagnosis
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 result_path=${result_path:-output}

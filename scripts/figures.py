@@ -39,6 +39,7 @@ from core.visualize import (display_images, gradient_map, save_figure,  # noqa: 
 from loaders.folder import IMAGE_EXTENSIONS, open_image  # noqa: E402
 from core.entry import add_model_data_args, input_channels, load_trained_model  # noqa: E402
 from utils import add_device_args, get_device, load_checkpoint  # noqa: E402
+from utils import validate  # noqa: E402
 
 
 # -- Grad-CAM --------------------------------------------------------------------------------
@@ -289,5 +290,5 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    args = get_args_parser().parse_args()
+    args = validate.parse_args(get_args_parser())
     args.func(args)

@@ -5,10 +5,11 @@
 # Tests each model first (scripts/test.sh). Writes ${out_dir}/fig4_per_class.png, fig5_visual.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 result_path=${result_path:-output/quickstart}
-model_name=${model_name:-smallcnn}
+model_name=${model_name:-smallcnn}   # the quickstart's model (result_path above)
 data_name=${data_name:-decoy_digits}
 exp_name=${exp_name:-${model_name}_${data_name}}
 data_dir=${data_dir:-data/${data_name}}

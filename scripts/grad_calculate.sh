@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Channel statistics of the sifted high-confidence images (METHOD §3): per-class sums,
+# Channel statistics of the sifted high-confidence images (README: Method): per-class sums,
 # normalised maps, masks M (theta) and class x kernel heat maps -> ${result_path}/${exp_name}/grads.
 # Run after: mode=high bash scripts/image_sift.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 source scripts/_launch.sh
 
 result_path=${result_path:-output}

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Sift training images by prediction confidence (METHOD §2):
+# Sift training images by prediction confidence (README: Method):
 #   mode=high  the most confident correct images per class -> channel statistics (grad_calculate.sh)
 #   mode=low   annotation candidates per class, misclassified first -> annotate.sh
 # Run after train.sh. Example: mode=low bash scripts/image_sift.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 source scripts/_launch.sh
 
 result_path=${result_path:-output}

@@ -4,10 +4,11 @@
 # Defaults read the model of scripts/quickstart.sh. Writes ${out_dir}/${name}.{csv,png,json}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 result_path=${result_path:-output/quickstart}
-model_name=${model_name:-smallcnn}
+model_name=${model_name:-smallcnn}   # the quickstart's model (result_path above)
 data_name=${data_name:-decoy_digits}
 exp_name=${exp_name:-${model_name}_${data_name}}
 in_channels=${in_channels:-}

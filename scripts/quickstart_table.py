@@ -18,6 +18,7 @@ import test as test_script  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
 from scripts.dirs import LABELS, VARIANTS, ExperimentDirs  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
+from utils import validate  # noqa: E402
 
 ORIGINAL = "Original model"
 
@@ -79,7 +80,7 @@ def main() -> None:
     p.add_argument("--decoy_data_dir", required=True, help="decoy dataset root")
     p.add_argument("--out_dir", default="results")
     p.add_argument("--seconds", type=int, default=None, help="pipeline wall time so far")
-    args = p.parse_args()
+    args = validate.parse_args(p)
     exp_dir = Path(args.exp_dir)
     text = ("# Quickstart: Model Doctor on decoy digits\n\n"
             "Final-epoch test accuracy (%) on the random-decoy test set (each test image "

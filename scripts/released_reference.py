@@ -1,7 +1,7 @@
 """The released code's computation, re-implemented as a baseline for ``scripts/benchmark.py``.
 
 Follows the authors' release (``core/grad_calculate.py``, ``core/grad_constraint.py``) as
-METHOD.md describes it, keeping what makes it slow or memory-hungry, so the benchmark can
+the README describes it (Method), keeping what makes it slow or memory-hungry, so the benchmark can
 say how far the project's implementation is from it and check that both compute the same:
 
 * **Statistics** hook *every* conv layer and keep every per-image gradient map: per layer and

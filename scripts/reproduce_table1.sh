@@ -12,6 +12,7 @@
 #   report_only=1 bash scripts/reproduce_table1.sh  # tabulate what exists
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 models=${models:-alexnet vgg16 resnet50 senet34 wideresnet28 resnext50 densenet121 simplenetv1 efficientnetv2s googlenet xception mobilenetv2 inceptionv3 shufflenetv2 squeezenet mnasnet}

@@ -56,6 +56,7 @@ from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # 
                            synthetic_labelme)
 from scripts.dirs import ExperimentDirs  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
+from utils.cli import run_main  # noqa: E402
 
 VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget",
             "kernels_reinit", "kernels_reinit_random", "kernels_reinit_deep")
@@ -521,4 +522,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_main(main, get_args_parser())

@@ -9,6 +9,7 @@
 #   seeds=0,1,2 decoy_kind=none variants=control,channel,space,paper bash scripts/shortcut_benchmark.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 model_name=${model_name:-smallcnn}

@@ -45,6 +45,7 @@ import models
 from scripts import jobs
 from scripts.dirs import NEEDS_MASKS, VARIANTS, ExperimentDirs, variant_weights
 from utils import atomic_write_text
+from utils.cli import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +89,7 @@ def read_paper(path: Path = PAPER_CSV) -> dict[tuple[str, str], dict[str, float 
 
 def prepare_hint(data_name: str, data_dir: Path) -> str:
     if data_name == "mnin":
-        return (f"data_name=mini_imagenet source_dir=/path/to/mini-imagenet data_dir={data_dir} "
+        return (f"data_name=mnin source_dir=/path/to/mini-imagenet data_dir={data_dir} "
                 f"bash scripts/prepare_data.sh")
     download = "" if data_name in ("digits", "decoy_digits") else "download=1 "
     return f"data_name={data_name} {download}data_dir={data_dir} bash scripts/prepare_data.sh"
@@ -437,4 +438,4 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_main(main, get_args_parser())

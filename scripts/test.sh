@@ -2,6 +2,7 @@
 # Evaluate a classifier: top-1/top-5, per-class accuracy, confusion matrix (+ JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 result_path=${result_path:-output}

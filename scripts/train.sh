@@ -3,6 +3,7 @@
 #   model_name=vgg16 data_name=cifar10 data_dir=data/cifar10 bash scripts/train.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 source scripts/_launch.sh
 
 result_path=${result_path:-output}

@@ -5,6 +5,7 @@
 # masks of annotated images (annotate.sh + labelme_to_mask.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 source scripts/_launch.sh
 
 result_path=${result_path:-output}

@@ -1,4 +1,4 @@
-"""Image sifting (METHOD §2): selection rules against brute force, short classes, the CLI."""
+"""Image sifting (README: Method): selection rules against brute force, short classes, the CLI."""
 import csv
 import subprocess
 import sys

@@ -1,5 +1,5 @@
-"""Command-line plumbing shared by the entry scripts: help format and error exit (the
-model/data flags live in :mod:`core.entry`)."""
+"""Command-line plumbing shared by the entry scripts: help format, value checks and error exit
+(the model/data flags live in :mod:`core.entry`, the value rules in :mod:`utils.validate`)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,10 @@ import os
 import sys
 from typing import Callable
 
+from utils import validate
+
 TRACEBACK_ENV = "MODEL_DOCTOR_TRACEBACK"
+INTERRUPTED_STATUS = 130   # 128 + SIGINT, what a shell reports for Ctrl-C
 # Mistakes in the command line or the files it names. The code raises these with a message
 # naming the argument or file, so the message alone tells the user what to fix.
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
@@ -25,19 +28,27 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def run_main(main: Callable[[argparse.Namespace], object], parser: argparse.ArgumentParser,
              argv: list[str] | None = None) -> None:
-    """Parse the command line, run ``main(args)`` and exit.
+    """Parse the command line, check its values, run ``main(args)`` and exit.
 
-    A user error (:data:`USER_ERRORS`) prints ``<prog>: error: <message>`` on one line to
-    stderr and exits with status 1, like argparse's own usage errors (status 2);
+    A bad flag value (type, choice, or a rule of :data:`utils.validate.RULES`) prints
+    ``<prog>: error: argument --flag: ...`` on one line and exits with status 2. Ctrl-C prints
+    ``<prog>: interrupted`` (after a newline that ends a progress bar) and exits with status
+    130. A user error (:data:`USER_ERRORS`) prints ``<prog>: error: <message>`` on one line
+    to stderr and exits with status 1;
     ``MODEL_DOCTOR_TRACEBACK=1`` lets the exception through with its traceback. Any other
     exception is a bug and keeps its traceback. An ``int`` returned by ``main`` is the exit
     status.
     """
     if parser.epilog is None:
         parser.epilog = f"Errors print one line; {TRACEBACK_ENV}=1 shows the traceback."
-    args = parser.parse_args(argv)
+    args = validate.parse_args(parser, argv)
     try:
         status = main(args)
+    except KeyboardInterrupt:
+        if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0"):
+            raise
+        print(f"\n{parser.prog}: interrupted", file=sys.stderr)
+        sys.exit(INTERRUPTED_STATUS)
     except USER_ERRORS as exc:
         if os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0"):
             raise

@@ -27,6 +27,17 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def device_error(device: str) -> str | None:
+    """None when ``device`` is one of :data:`DEVICE_CHOICES`, else what it must be."""
+    kind, sep, index = str(device).partition(":")
+    if (kind in ("auto", "cpu", "cuda", "mps") and not sep) or (kind == "cuda" and index.isdigit()):
+        return None
+    return f"must be one of {DEVICE_CHOICES}"
+
+
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA if available, else CPU) | cpu | cuda | cuda:N | mps")
@@ -47,6 +58,8 @@ def get_device(device: str = "auto", device_index=None) -> torch.device:
             return torch.device(f"cuda:{int(device_index)}")
         if device in ("auto", "cpu"):
             return torch.device("cpu")
+    if device_error(device):
+        raise ValueError(f"--device {device}: {device_error(device)}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
