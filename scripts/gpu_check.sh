@@ -24,10 +24,7 @@
 # always comes back; gpu_check.json holds each training run's images/s to check the estimate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for arg in "$@"; do   # name=value arguments, same as the environment form
-  if [[ $arg =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then export "${arg?}"
-  else echo "gpu_check.sh: error: arguments are name=value, got '$arg'" >&2; exit 2; fi
-done
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 tiny=${tiny:-0}                               # 1: CPU test run on generated IDX data

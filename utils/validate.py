@@ -93,6 +93,8 @@ RULES: dict[str, Rule] = {
     "momentum": probability,
     "theta": threshold,            # mask M = Â > θ with Â in [0, 1]
     "kernel_tau": threshold,       # background share > τ, a share in [0, 1]
+    "kernel_tau_excess": threshold,  # share − background area > τ (rule excess)
+    "kernel_top": probability,     # fraction of kernels flagged (rule rank)
     "deltas": each(non_negative_float),
     "decoy_strength": int_between(1, 255),
     "device": device_name,
