@@ -46,11 +46,11 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import test as test_script  # noqa: E402
-import train  # noqa: E402
-import train_model_doctor  # noqa: E402
 from core import grad_calculate, image_sift  # noqa: E402
+from core.config import DoctorConfig, TestConfig, TrainConfig, finished  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
+from core.engine import run_test, run_train  # noqa: E402
+from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
 from scripts.dirs import ExperimentDirs  # noqa: E402
@@ -135,21 +135,11 @@ def quiet(fn, argv: list[str]):
         return fn(module.get_args_parser().parse_args(argv))
 
 
-RUN_KEYS = ("alpha", "beta", "gamma", "rrr_lambda", "kernel_layers", "kernel_tau", "grad_dir",
-            "mask_dir", "ori_model_path", "num_epochs", "lr", "batch_size", "seed",
-            "replay_annotated", "kernel_reinit", "kernel_reinit_random")
-
-
-def same_run(args_json: Path, argv: list[str]) -> bool:
-    """Whether the run recorded in ``args_json`` had the settings ``argv`` asks for (a flag
-    the recording predates counts as its default, which it then had)."""
-    if not args_json.is_file():
-        return False
-    recorded = json.loads(args_json.read_text())
-    parser = train_model_doctor.get_args_parser()
-    wanted = vars(parser.parse_args(argv))
-    return all(str(recorded.get(k, parser.get_default(k))) == str(wanted.get(k))
-               for k in RUN_KEYS)
+def quiet_run(run, cfg):
+    """A library run function (``run_train``, ``run_treatment``, ``run_test``) on ``cfg`` with
+    its printing captured."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return run(cfg)
 
 
 # variant -> (its searched weight, the flag holding the grid)
@@ -212,11 +202,12 @@ class Benchmark:
     def train(self, data_dir: Path, run: Path, seed: int) -> Path:
         """The final-epoch model (``model_ori.pth`` is the best epoch on the test split)."""
         exp = ExperimentDirs(run)
-        if not (exp.models / "result.json").is_file():
-            quiet(train.main, self.common + [
-                "--data_dir", str(data_dir), "--model_dir", str(exp.models),
-                "--num_epochs", str(self.args.train_epochs), "--batch_size",
-                str(self.args.batch_size), "--lr", str(self.args.lr), "--seed", str(seed)])
+        cfg = TrainConfig.parse(self.common + [
+            "--data_dir", str(data_dir), "--model_dir", str(exp.models),
+            "--num_epochs", str(self.args.train_epochs), "--batch_size",
+            str(self.args.batch_size), "--lr", str(self.args.lr), "--seed", str(seed)])
+        if not finished(exp.models, cfg):
+            quiet_run(run_train, cfg)
         return exp.models / "last.pth"
 
     def annotate(self, run: Path, model: Path) -> Path:
@@ -252,36 +243,35 @@ class Benchmark:
             "--grad_path", str(grads), "--allow_empty_classes", "--no_figures"])
         return grads
 
-    def treat_argv(self, res: Path, model: Path, seed: int, extra: list[str]) -> list[str]:
+    def treat_config(self, res: Path, model: Path, seed: int, extra: list[str]) -> DoctorConfig:
         a = self.args
-        return self.common + [
+        return DoctorConfig.parse(self.common + [
             "--data_dir", str(self.decoy_dir), "--ori_model_path", str(model),
             "--model_dir", str(res), "--num_epochs", str(a.doctor_epochs),
-            "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed), *extra]
+            "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed), *extra])
 
     def treat(self, run: Path, name: str, model: Path, seed: int, extra: list[str]) -> Path:
-        """Fine-tune ``model`` into ``run/name``; a finished run is reused only when its
-        recorded arguments are the ones asked for (else it is run again)."""
+        """Fine-tune ``model`` into ``run/name``; a finished run is reused only when it had
+        the settings asked for (:func:`core.config.finished`), else it is run again."""
         res = run / name
-        argv = self.treat_argv(res, model, seed, extra)
-        if (res / "result.json").is_file() and not same_run(res / "args.json", argv):
-            for stale in [res / "result.json", *res.glob("bench_*.json")]:
+        cfg = self.treat_config(res, model, seed, extra)
+        if not finished(res, cfg):
+            for stale in res.glob("bench_*.json"):   # evaluations of another run
                 stale.unlink()
-        if not (res / "result.json").is_file():
-            quiet(train_model_doctor.main, argv)
+            quiet_run(run_treatment, cfg)
         return res / "last.pth"
 
     def search_point(self, res: Path, model: Path, seed: int, extra: list[str]) -> float:
-        """Val top-1 of one searched setting; NaN when its training diverged (recorded in
-        ``diverged.json``, so a resumed search does not train it again)."""
+        """Val top-1 of one searched setting; NaN when its training diverged (recorded with the
+        run's key in ``diverged.json``, so a resumed search does not train it again)."""
         marker = res / "diverged.json"
-        if marker.is_file() and same_run(res / "args.json", self.treat_argv(res, model, seed,
-                                                                            extra)):
+        key = self.treat_config(res, model, seed, extra).key()
+        if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
             return float("nan")
         try:
             m = self.treat(res.parent, res.name, model, seed, extra)
         except FloatingPointError as exc:
-            atomic_write_text(marker, json.dumps({"error": str(exc)}) + "\n")
+            atomic_write_text(marker, json.dumps({"error": str(exc), "key": key}) + "\n")
             print(f"{res.name}: diverged ({exc})", flush=True)
             return float("nan")
         return self.evaluate(m, self.decoy_dir, "val")
@@ -290,9 +280,9 @@ class Benchmark:
         out = model.parent / f"bench_{data_dir.name}_{split}.json"
         if out.is_file():
             return json.loads(out.read_text())["top1"]
-        result = quiet(test_script.main, self.common + [
+        result = quiet_run(run_test, TestConfig.parse(self.common + [
             "--model_path", str(model), "--data_dir", str(data_dir), "--data_type", split,
-            "--result_path", str(out)])
+            "--result_path", str(out)]))
         return result["top1"]
 
     def diagnose(self, model_path: Path) -> list[float]:

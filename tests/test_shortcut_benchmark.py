@@ -105,23 +105,6 @@ def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
     assert not (tmp_path / "out" / "seed0" / "clean").exists()
 
 
-def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
-    argv = ["--model_name", "smallcnn", "--data_name", "decoy_mnist", "--gamma", "0.3",
-            "--mask_dir", "m", "--alpha", "0", "--beta", "0", "--seed", "1"]
-    parsed = vars(shortcut_benchmark.train_model_doctor.get_args_parser().parse_args(argv))
-    record = tmp_path / "args.json"
-    record.write_text(json.dumps(parsed))
-    assert shortcut_benchmark.same_run(record, argv)
-    assert not shortcut_benchmark.same_run(record, argv[:5] + ["1"] + argv[6:])   # gamma 1
-    assert not shortcut_benchmark.same_run(record, argv[:-1] + ["2"])             # seed 2
-    assert not shortcut_benchmark.same_run(tmp_path / "missing.json", argv)
-    # a record older than a flag had that flag's default
-    del parsed["kernel_reinit"]
-    record.write_text(json.dumps(parsed))
-    assert shortcut_benchmark.same_run(record, argv)
-    assert not shortcut_benchmark.same_run(record, argv + ["--kernel_reinit"])
-
-
 def test_the_random_kernel_control_needs_the_variant_it_controls():
     parse = shortcut_benchmark.get_args_parser().parse_args
     with pytest.raises(ValueError, match="kernels_reinit_deep takes the gamma"):
