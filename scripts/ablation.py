@@ -50,11 +50,11 @@ from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import labelme_to_mask, synthetic_labelme  # noqa: E402
 from scripts import jobs  # noqa: E402
-from scripts.dirs import LABELS, ExperimentDirs, variant_weights  # noqa: E402
-from scripts.dirs import VARIANTS as PAPER_VARIANTS  # noqa: E402
+from scripts.dirs import ExperimentDirs  # noqa: E402
+from scripts.variants import LABELS, PAPER, variant_weights  # noqa: E402
 from utils import add_device_args, atomic_write_text  # noqa: E402
 
-VARIANTS = tuple(v for v in PAPER_VARIANTS if v != "control")   # the control runs anyway
+VARIANTS = tuple(v for v in PAPER if v != "control")   # the control runs anyway
 
 # -- runs ------------------------------------------------------------------------------------
 def device_argv(args: argparse.Namespace) -> list[str]:

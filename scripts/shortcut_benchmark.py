@@ -9,7 +9,7 @@ converter: the paper's annotation path) and fine-tunes the decoy model for ``doc
 with each variant:
 
 * ``control``: plain fine-tune, same epochs, optimiser and schedule;
-* ``paper``: Model Doctor's +All (channel constraint from the statistics of the ``T`` most
+* ``all``: Model Doctor's +All (channel constraint from the statistics of the ``T`` most
   confident images + spatial constraint on the annotated images, last conv, paper weights);
 * ``rrr_all``: Ross et al.'s input-gradient penalty with the ground-truth mask of **every**
   training image (50x the annotations);
@@ -25,7 +25,7 @@ with each variant:
   first two convs), with the gamma chosen for ``kernels_reinit``.
 
 Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all`` and ``rrr_budget``; with ``--alphas`` /
-``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``paper`` then
+``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``all`` then
 reuses) are chosen on the ``val`` split (held-out training images with random decoys) of the
 first seed, never on the test split. Every step is skipped when its output exists, so a killed run resumes.
 Writes ``results_dir/shortcut.md``, ``shortcut.json`` and ``shortcut.png``.
@@ -54,20 +54,16 @@ from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import decoy, labelme_to_mask, mnist, synthetic_labelme  # noqa: E402
 from scripts.dirs import ExperimentDirs  # noqa: E402
+from scripts.variants import LABELS as VARIANT_LABELS, VARIANTS as VARIANT_TABLE  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 
-VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget",
-            "kernels_reinit", "kernels_reinit_random", "kernels_reinit_deep")
-LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
-          "paper": "Model Doctor +All (paper)", "channel": "Model Doctor +Channel (paper)",
-          "space": "Model Doctor +Space (paper)", "rrr_all": "RRR, masks on all images",
-          "kernels": "Background kernels (ours)",
-          "rrr_budget": "RRR, annotated images only, replayed (ours)",
-          "kernels_reinit": "Background kernels re-initialised + suppressed (ours)",
-          "kernels_reinit_random": "Random kernels re-initialised + suppressed (control)",
-          "kernels_reinit_deep": "Background kernels re-initialised + suppressed, "
-                                 "first two convs (ours)",
+VARIANTS = tuple(VARIANT_TABLE)   # names, labels and searched weights: scripts/variants.py
+LABELS = {"untreated": "Untreated decoy model", **VARIANT_LABELS,
           "clean": "Clean-trained reference"}
+# superseded by kernels_reinit_deep: kernels stays an option; kernels_reinit is run for the
+# gamma that kernels_reinit_random and kernels_reinit_deep take from it
+DEFAULT_VARIANTS = ("control", "all", "rrr_all", "rrr_budget", "kernels_reinit",
+                    "kernels_reinit_random", "kernels_reinit_deep")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -94,8 +90,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_high", type=int, default=100, help="T images per class (statistics)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.01, help="training and fine-tune learning rate")
-    p.add_argument("--alpha", type=float, default=10 / 128, help="paper variant: channel weight")
-    p.add_argument("--beta", type=float, default=1.0, help="paper variant: spatial weight")
+    p.add_argument("--alpha", type=float, default=10 / 128, help="all variant: channel weight")
+    p.add_argument("--beta", type=float, default=1.0, help="all variant: spatial weight")
     p.add_argument("--gammas", default="0.1,0.3,1,3",
                    help="background-kernel weights searched on val (first seed)")
     p.add_argument("--kernel_layers", default="-1", help="background-kernel layers")
@@ -117,8 +113,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="spatial weights searched on val for +Space (first seed); +All uses "
                         "the chosen one (default: no search, --beta)")
     p.add_argument("--variants",
-                   default="control,paper,rrr_all,kernels,rrr_budget,kernels_reinit,"
-                           "kernels_reinit_random,kernels_reinit_deep",
+                   default=",".join(DEFAULT_VARIANTS),
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")
     p.add_argument("--table_name", default=None,
                    help="results file name (default: shortcut, or gains without a decoy)")
@@ -143,10 +138,7 @@ def quiet_run(run, cfg):
 
 
 # variant -> (its searched weight, the flag holding the grid)
-SEARCHED = {"kernels": ("gamma", "gammas"), "rrr_all": ("RRR lambda", "rrr_lambdas"),
-            "rrr_budget": ("RRR lambda with the annotated images", "rrr_budget_lambdas"),
-            "kernels_reinit": ("gamma with re-initialised kernels", "gammas"),
-            "channel": ("alpha", "alphas"), "space": ("beta", "betas")}
+SEARCHED = {name: v.searched for name, v in VARIANT_TABLE.items() if v.searched}
 
 
 def search_dir(name: str, value: float) -> str:
@@ -305,7 +297,7 @@ class Benchmark:
     def variant_args(self, name: str, masks: Path, grads: Path, value: float | None,
                      chosen: dict[str, float] | None = None) -> list[str]:
         """Flags of a treatment variant; ``value`` is its searched weight (gamma, lambda,
-        alpha, beta); ``chosen`` the weights chosen on val (``paper`` takes +Channel's alpha
+        alpha, beta); ``chosen`` the weights chosen on val (``all`` takes +Channel's alpha
         and +Space's beta from it when they were searched)."""
         a, chosen = self.args, chosen or {}
         zero = ["--alpha", "0", "--beta", "0"]
@@ -323,7 +315,7 @@ class Benchmark:
             "control": lambda: zero,
             "channel": lambda: alpha + ["--beta", "0"],
             "space": lambda: ["--alpha", "0"] + beta,
-            "paper": lambda: alpha + beta,
+            "all": lambda: alpha + beta,
             "rrr_all": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir",
                                        str(self.decoy_dir / "masks" / "train")],
             "rrr_budget": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir", str(masks),
