@@ -16,7 +16,7 @@ import torch
 import loaders
 from core.channel_stats import ChannelStatistics
 from core.config import DoctorConfig
-from core.engine import build_optimizer, fit, make_loaders, wrap_model
+from core.engine import build_optimizer, check_output_dirs, fit, make_loaders, wrap_model
 from core.entry import resolved_args, setup_model
 from core.grad_constraint import DoctorLoss
 from core.right_reasons import RightReasonsLoss, WithRightReasons
@@ -89,8 +89,7 @@ def run_treatment(cfg: DoctorConfig) -> dict:
         print(f"{model_path.parent} holds another run's records: this run's go to {run_dir}")
     args = cfg.namespace()
     args.model_dir, args.res_model_path = str(run_dir), str(model_path)
-    if Path(args.log_dir or run_dir).exists() and not Path(args.log_dir or run_dir).is_dir():
-        raise NotADirectoryError(f"--log_dir {args.log_dir} is a file, not a folder")
+    check_output_dirs(("--model_dir", str(run_dir)), ("--log_dir", args.log_dir))
     set_seed(args.seed, args.deterministic)
     info, device = init_distributed(get_device(args.device, args.device_index))
     try:

@@ -46,7 +46,7 @@ import models  # noqa: E402
 from core import grad_calculate  # noqa: E402
 from core.channel_stats import ChannelStatistics  # noqa: E402
 from core.config import DoctorConfig, finished, resume_key  # noqa: E402
-from core.treat import run_treatment  # noqa: E402
+from core.treat import run_treatment as train_doctor  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import labelme_to_mask, synthetic_labelme  # noqa: E402
 from scripts import jobs  # noqa: E402
@@ -92,7 +92,7 @@ def treat(args: argparse.Namespace, run_dir: Path, alpha: float, beta: float,
         print(f"{model_dir}: arguments changed since the last run; training afresh")
     print(f"== {run_dir.name}: alpha {alpha} beta {beta} channel_layers {channel_layers} "
           f"spatial_layers {spatial_layers} expand_px {cfg.expand_px}", flush=True)
-    return run_treatment(cfg)
+    return train_doctor(cfg)
 
 
 @dataclass(frozen=True)

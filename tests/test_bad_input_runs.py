@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import test as test_script
 import train
@@ -288,3 +287,21 @@ def test_a_variant_contradicted_by_a_weight_is_refused(tmp_path):
     proc, argv = run_variant_script(tmp_path, variant="space", alpha="0.078")
     assert proc.returncode != 0 and argv is None
     assert "variant=space uses beta, but alpha=0.078" in proc.stderr
+
+
+def test_table1_reuse_check_sees_the_settings_the_script_trains(tmp_path):
+    """scripts/table1.py decides "finished" from the config the script would build: the same
+    key as the argv train_model_doctor.sh really passes."""
+    from scripts.table1 import script_config
+    env = {"model_name": "smallcnn", "data_name": "decoy_digits", "seed": "2",
+           "exp_name": "cell", "data_dir": str(tmp_path / "data"), "variant": "space",
+           "alpha": "0.0", "beta": "1.0", "num_epochs": "3", "expand_px": "2",
+           "ori_model_path": str(tmp_path / "m.pth"), "grad_dir": str(tmp_path / "g"),
+           "mask_dir": str(tmp_path / "masks"),
+           "res_model_path": str(tmp_path / "cell" / "space" / "models" / "model_doctor.pth"),
+           "log_dir": str(tmp_path / "runs")}
+    proc, argv = run_variant_script(tmp_path, **env)
+    assert proc.returncode == 0, proc.stderr
+    assert DoctorConfig.parse(argv[1:]).key() == script_config(DoctorConfig, env).key()
+    assert script_config(DoctorConfig, {**env, "seed": "3"}).key() != \
+        DoctorConfig.parse(argv[1:]).key()
