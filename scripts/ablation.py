@@ -43,34 +43,24 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import loaders  # noqa: E402
 import models  # noqa: E402
-import train_model_doctor  # noqa: E402
 from core import grad_calculate  # noqa: E402
 from core.channel_stats import ChannelStatistics  # noqa: E402
+from core.config import DoctorConfig, finished, resume_key  # noqa: E402
+from core.treat import run_treatment as train_doctor  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import labelme_to_mask, synthetic_labelme  # noqa: E402
 from scripts import jobs  # noqa: E402
-from scripts.dirs import LABELS, ExperimentDirs, variant_weights  # noqa: E402
-from scripts.dirs import VARIANTS as PAPER_VARIANTS  # noqa: E402
+from scripts.dirs import ExperimentDirs  # noqa: E402
+from scripts.variants import LABELS, PAPER, variant_weights  # noqa: E402
 from utils import add_device_args, atomic_write_text  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 
-VARIANTS = tuple(v for v in PAPER_VARIANTS if v != "control")   # the control runs anyway
-# arguments of a treatment run that must match for a finished run to be reused
-RUN_KEYS = ("model_name", "data_name", "data_dir", "ori_model_path", "grad_dir", "mask_dir",
-            "alpha", "beta", "channel_layers", "spatial_layers", "expand_px", "grad_mode",
-            "second_term", "noise_draws", "noise_delta", "num_epochs", "lr", "batch_size",
-            "seed", "init", "stem")
-
+VARIANTS = tuple(v for v in PAPER if v != "control")   # the control runs anyway
 
 # -- runs ------------------------------------------------------------------------------------
 def device_argv(args: argparse.Namespace) -> list[str]:
     index = [] if args.device_index in (None, "") else ["--device_index", str(args.device_index)]
     return ["--device", args.device, *index]
-
-
-def _recorded_args(model_dir: Path) -> dict | None:
-    path = model_dir / "args.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def treat(args: argparse.Namespace, run_dir: Path, alpha: float, beta: float,
@@ -91,20 +81,19 @@ def treat(args: argparse.Namespace, run_dir: Path, alpha: float, beta: float,
     argv += ["--mask_dir", str(mask_dir)] if mask_dir else []
     argv += ["--batch_size", str(args.batch_size)] if args.batch_size else []
     argv += ["--no_progress"] if args.no_progress else []
-    run_args = train_model_doctor.get_args_parser().parse_args(argv)
-    recorded = _recorded_args(model_dir)
-    same = recorded is not None and all(
-        str(recorded.get(k)) == str(getattr(run_args, k)) for k in RUN_KEYS)
+    cfg = DoctorConfig.parse(argv)
     result_path = model_dir / "result.json"
-    if same and result_path.is_file() and not args.rerun:
+    if finished(model_dir, cfg) and not args.rerun:
         print(f"reusing {result_path}")
         return json.loads(result_path.read_text())
-    run_args.resume = same and not args.rerun
-    if recorded is not None and not same:
+    # an unfinished run of these settings continues; one of other settings starts afresh
+    resumable = resume_key(model_dir) == cfg.key()
+    cfg = cfg.replace(resume=resumable and not args.rerun)
+    if (model_dir / "last.pth").is_file() and not resumable:
         print(f"{model_dir}: arguments changed since the last run; training afresh")
     print(f"== {run_dir.name}: alpha {alpha} beta {beta} channel_layers {channel_layers} "
-          f"spatial_layers {spatial_layers} expand_px {run_args.expand_px}", flush=True)
-    return train_model_doctor.main(run_args)
+          f"spatial_layers {spatial_layers} expand_px {cfg.expand_px}", flush=True)
+    return train_doctor(cfg)
 
 
 @dataclass(frozen=True)

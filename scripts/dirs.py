@@ -16,7 +16,7 @@ scripts read the layout with one call that prints shell assignments::
     eval "$("$PYTHON" -m scripts.dirs "$result_path/$exp_name" [variant])"
     model_dir=${model_dir:-$exp_models}
 
-This module imports nothing of the project, so that call is quick.
+This module imports nothing of the project but scripts/variants.py, so that call is quick.
 """
 from __future__ import annotations
 
@@ -26,20 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# The paper's treatments (Table 1): variant -> which constraints it uses (channel, spatial).
-# The fine-tune control runs the same epochs without either.
-VARIANTS = {"control": (False, False), "channel": (True, False), "space": (False, True),
-            "all": (True, True)}
-LABELS = {"control": "Fine-tune control", "channel": "+Channel", "space": "+Space", "all": "+All",
-          "kernels": "+Kernels"}
-NEEDS_MASKS = tuple(v for v, (_, spatial) in VARIANTS.items() if spatial)
-
-
-def variant_weights(variant: str, alpha: float, beta: float) -> tuple[float, float]:
-    """``(alpha, beta)`` of a variant: the weights of the constraints it uses, else 0."""
-    channel, spatial = VARIANTS[variant]
-    return (alpha if channel else 0.0, beta if spatial else 0.0)
-
+from scripts.variants import LABELS
 
 @dataclass(frozen=True)
 class ExperimentDirs:

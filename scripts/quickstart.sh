@@ -81,7 +81,7 @@ treat control 0 0 0
 treat channel "$alpha" 0 0
 treat space 0 "$beta" 0
 treat all "$alpha" "$beta" 0
-kernel_layers=$kernel_layers kernel_reinit=$kernel_reinit treat kernels 0 0 "$gamma"
+kernel_layers=$kernel_layers kernel_reinit=$kernel_reinit treat kernels_reinit_deep 0 0 "$gamma"
 
 step "9/9 test every model (best and final epoch) and tabulate"
 "$PYTHON" -m scripts.quickstart_table \

@@ -14,20 +14,22 @@ from pathlib import Path
 
 import numpy as np  # noqa: E402
 
-import test as test_script  # noqa: E402
+from core.config import TestConfig  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
-from scripts.dirs import LABELS, VARIANTS, ExperimentDirs  # noqa: E402
+from core.engine import run_test as evaluate_model  # noqa: E402
+from scripts.dirs import ExperimentDirs  # noqa: E402
+from scripts.variants import LABELS, PAPER  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 from utils import validate  # noqa: E402
 
 ORIGINAL = "Original model"
+QUICKSTART_VARIANTS = (*PAPER, "kernels_reinit_deep")   # what scripts/quickstart.sh treats
 
 
 def models_of(exp: ExperimentDirs) -> list[tuple[str, Path]]:
     """``(row label, best-epoch checkpoint)``: the original, then each quickstart treatment."""
-    labels = {**LABELS, "kernels": "+Kernels re-initialised (ours, not in the paper)"}
-    return [(ORIGINAL, exp.model_ori)] + [(labels[v], exp.treated_model(v))
-                                          for v in (*VARIANTS, "kernels")]
+    return [(ORIGINAL, exp.model_ori)] + [(LABELS[v], exp.treated_model(v))
+                                          for v in QUICKSTART_VARIANTS]
 
 
 def run_test(args, model_path: Path, data_dir: str, tag: str) -> dict:
@@ -35,7 +37,7 @@ def run_test(args, model_path: Path, data_dir: str, tag: str) -> dict:
             "--model_path", str(model_path), "--data_dir", data_dir, "--workers", "0",
             "--no_progress", "--result_path", str(model_path.parent / f"test_{tag}.json")]
     with contextlib.redirect_stdout(io.StringIO()):
-        return test_script.main(test_script.get_args_parser().parse_args(argv))
+        return evaluate_model(TestConfig.parse(argv))
 
 
 def pct(x) -> str:

@@ -9,7 +9,7 @@ converter: the paper's annotation path) and fine-tunes the decoy model for ``doc
 with each variant:
 
 * ``control``: plain fine-tune, same epochs, optimiser and schedule;
-* ``paper``: Model Doctor's +All (channel constraint from the statistics of the ``T`` most
+* ``all``: Model Doctor's +All (channel constraint from the statistics of the ``T`` most
   confident images + spatial constraint on the annotated images, last conv, paper weights);
 * ``rrr_all``: Ross et al.'s input-gradient penalty with the ground-truth mask of **every**
   training image (50x the annotations);
@@ -25,7 +25,7 @@ with each variant:
   first two convs), with the gamma chosen for ``kernels_reinit``.
 
 Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all`` and ``rrr_budget``; with ``--alphas`` /
-``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``paper`` then
+``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``all`` then
 reuses) are chosen on the ``val`` split (held-out training images with random decoys) of the
 first seed, never on the test split. Every step is skipped when its output exists, so a killed run resumes.
 Writes ``results_dir/shortcut.md``, ``shortcut.json`` and ``shortcut.png``.
@@ -46,30 +46,26 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import test as test_script  # noqa: E402
-import train  # noqa: E402
-import train_model_doctor  # noqa: E402
 from core import grad_calculate, image_sift  # noqa: E402
+from core.config import DoctorConfig, TestConfig, TrainConfig, finished  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
+from core.engine import run_test, run_train  # noqa: E402
+from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # noqa: E402
                            synthetic_labelme)
 from scripts.dirs import ExperimentDirs  # noqa: E402
+from scripts.variants import LABELS as VARIANT_LABELS, VARIANTS as VARIANT_TABLE  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 
-VARIANTS = ("control", "channel", "space", "paper", "rrr_all", "kernels", "rrr_budget",
-            "kernels_reinit", "kernels_reinit_random", "kernels_reinit_deep")
-LABELS = {"untreated": "Untreated decoy model", "control": "Fine-tune control",
-          "paper": "Model Doctor +All (paper)", "channel": "Model Doctor +Channel (paper)",
-          "space": "Model Doctor +Space (paper)", "rrr_all": "RRR, masks on all images",
-          "kernels": "Background kernels (ours)",
-          "rrr_budget": "RRR, annotated images only, replayed (ours)",
-          "kernels_reinit": "Background kernels re-initialised + suppressed (ours)",
-          "kernels_reinit_random": "Random kernels re-initialised + suppressed (control)",
-          "kernels_reinit_deep": "Background kernels re-initialised + suppressed, "
-                                 "first two convs (ours)",
+VARIANTS = tuple(VARIANT_TABLE)   # names, labels and searched weights: scripts/variants.py
+LABELS = {"untreated": "Untreated decoy model", **VARIANT_LABELS,
           "clean": "Clean-trained reference"}
+# superseded by kernels_reinit_deep: kernels stays an option; kernels_reinit is run for the
+# gamma that kernels_reinit_random and kernels_reinit_deep take from it
+DEFAULT_VARIANTS = ("control", "all", "rrr_all", "rrr_budget", "kernels_reinit",
+                    "kernels_reinit_random", "kernels_reinit_deep")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -102,8 +98,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_high", type=int, default=100, help="T images per class (statistics)")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.01, help="training and fine-tune learning rate")
-    p.add_argument("--alpha", type=float, default=10 / 128, help="paper variant: channel weight")
-    p.add_argument("--beta", type=float, default=1.0, help="paper variant: spatial weight")
+    p.add_argument("--alpha", type=float, default=10 / 128, help="all variant: channel weight")
+    p.add_argument("--beta", type=float, default=1.0, help="all variant: spatial weight")
     p.add_argument("--gammas", default="0.1,0.3,1,3",
                    help="background-kernel weights searched on val (first seed)")
     p.add_argument("--kernel_layers", default="-1", help="background-kernel layers")
@@ -125,8 +121,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="spatial weights searched on val for +Space (first seed); +All uses "
                         "the chosen one (default: no search, --beta)")
     p.add_argument("--variants",
-                   default="control,paper,rrr_all,kernels,rrr_budget,kernels_reinit,"
-                           "kernels_reinit_random,kernels_reinit_deep",
+                   default=",".join(DEFAULT_VARIANTS),
                    help=f"treatments to compare, from: {', '.join(VARIANTS)}")
     p.add_argument("--table_name", default=None,
                    help="results file name (default: shortcut, or gains without a decoy)")
@@ -143,28 +138,15 @@ def quiet(fn, argv: list[str]):
         return fn(module.get_args_parser().parse_args(argv))
 
 
-RUN_KEYS = ("alpha", "beta", "gamma", "rrr_lambda", "kernel_layers", "kernel_tau", "grad_dir",
-            "mask_dir", "ori_model_path", "num_epochs", "lr", "batch_size", "seed",
-            "replay_annotated", "kernel_reinit", "kernel_reinit_random")
-
-
-def same_run(args_json: Path, argv: list[str]) -> bool:
-    """Whether the run recorded in ``args_json`` had the settings ``argv`` asks for (a flag
-    the recording predates counts as its default, which it then had)."""
-    if not args_json.is_file():
-        return False
-    recorded = json.loads(args_json.read_text())
-    parser = train_model_doctor.get_args_parser()
-    wanted = vars(parser.parse_args(argv))
-    return all(str(recorded.get(k, parser.get_default(k))) == str(wanted.get(k))
-               for k in RUN_KEYS)
+def quiet_run(run, cfg):
+    """A library run function (``run_train``, ``run_treatment``, ``run_test``) on ``cfg`` with
+    its printing captured."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return run(cfg)
 
 
 # variant -> (its searched weight, the flag holding the grid)
-SEARCHED = {"kernels": ("gamma", "gammas"), "rrr_all": ("RRR lambda", "rrr_lambdas"),
-            "rrr_budget": ("RRR lambda with the annotated images", "rrr_budget_lambdas"),
-            "kernels_reinit": ("gamma with re-initialised kernels", "gammas"),
-            "channel": ("alpha", "alphas"), "space": ("beta", "betas")}
+SEARCHED = {name: v.searched for name, v in VARIANT_TABLE.items() if v.searched}
 
 
 def search_dir(name: str, value: float) -> str:
@@ -233,11 +215,12 @@ class Benchmark:
     def train(self, data_dir: Path, run: Path, seed: int) -> Path:
         """The final-epoch model (``model_ori.pth`` is the best epoch on the test split)."""
         exp = ExperimentDirs(run)
-        if not (exp.models / "result.json").is_file():
-            quiet(train.main, self.common + [
-                "--data_dir", str(data_dir), "--model_dir", str(exp.models),
-                "--num_epochs", str(self.args.train_epochs), "--batch_size",
-                str(self.args.batch_size), "--lr", str(self.args.lr), "--seed", str(seed)])
+        cfg = TrainConfig.parse(self.common + [
+            "--data_dir", str(data_dir), "--model_dir", str(exp.models),
+            "--num_epochs", str(self.args.train_epochs), "--batch_size",
+            str(self.args.batch_size), "--lr", str(self.args.lr), "--seed", str(seed)])
+        if not finished(exp.models, cfg):
+            quiet_run(run_train, cfg)
         return exp.models / "last.pth"
 
     def annotate(self, run: Path, model: Path) -> Path:
@@ -273,36 +256,35 @@ class Benchmark:
             "--grad_path", str(grads), "--allow_empty_classes", "--no_figures"])
         return grads
 
-    def treat_argv(self, res: Path, model: Path, seed: int, extra: list[str]) -> list[str]:
+    def treat_config(self, res: Path, model: Path, seed: int, extra: list[str]) -> DoctorConfig:
         a = self.args
-        return self.common + [
+        return DoctorConfig.parse(self.common + [
             "--data_dir", str(self.decoy_dir), "--ori_model_path", str(model),
             "--model_dir", str(res), "--num_epochs", str(a.doctor_epochs),
-            "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed), *extra]
+            "--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(seed), *extra])
 
     def treat(self, run: Path, name: str, model: Path, seed: int, extra: list[str]) -> Path:
-        """Fine-tune ``model`` into ``run/name``; a finished run is reused only when its
-        recorded arguments are the ones asked for (else it is run again)."""
+        """Fine-tune ``model`` into ``run/name``; a finished run is reused only when it had
+        the settings asked for (:func:`core.config.finished`), else it is run again."""
         res = run / name
-        argv = self.treat_argv(res, model, seed, extra)
-        if (res / "result.json").is_file() and not same_run(res / "args.json", argv):
-            for stale in [res / "result.json", *res.glob("bench_*.json")]:
+        cfg = self.treat_config(res, model, seed, extra)
+        if not finished(res, cfg):
+            for stale in res.glob("bench_*.json"):   # evaluations of another run
                 stale.unlink()
-        if not (res / "result.json").is_file():
-            quiet(train_model_doctor.main, argv)
+            quiet_run(run_treatment, cfg)
         return res / "last.pth"
 
     def search_point(self, res: Path, model: Path, seed: int, extra: list[str]) -> float:
-        """Val top-1 of one searched setting; NaN when its training diverged (recorded in
-        ``diverged.json``, so a resumed search does not train it again)."""
+        """Val top-1 of one searched setting; NaN when its training diverged (recorded with the
+        run's key in ``diverged.json``, so a resumed search does not train it again)."""
         marker = res / "diverged.json"
-        if marker.is_file() and same_run(res / "args.json", self.treat_argv(res, model, seed,
-                                                                            extra)):
+        key = self.treat_config(res, model, seed, extra).key()
+        if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
             return float("nan")
         try:
             m = self.treat(res.parent, res.name, model, seed, extra)
         except FloatingPointError as exc:
-            atomic_write_text(marker, json.dumps({"error": str(exc)}) + "\n")
+            atomic_write_text(marker, json.dumps({"error": str(exc), "key": key}) + "\n")
             print(f"{res.name}: diverged ({exc})", flush=True)
             return float("nan")
         return self.evaluate(m, self.decoy_dir, "val")
@@ -311,9 +293,9 @@ class Benchmark:
         out = model.parent / f"bench_{data_dir.name}_{split}.json"
         if out.is_file():
             return json.loads(out.read_text())["top1"]
-        result = quiet(test_script.main, self.common + [
+        result = quiet_run(run_test, TestConfig.parse(self.common + [
             "--model_path", str(model), "--data_dir", str(data_dir), "--data_type", split,
-            "--result_path", str(out)])
+            "--result_path", str(out)]))
         return result["top1"]
 
     def diagnose(self, model_path: Path) -> list[float]:
@@ -336,7 +318,7 @@ class Benchmark:
     def variant_args(self, name: str, masks: Path, grads: Path, value: float | None,
                      chosen: dict[str, float] | None = None) -> list[str]:
         """Flags of a treatment variant; ``value`` is its searched weight (gamma, lambda,
-        alpha, beta); ``chosen`` the weights chosen on val (``paper`` takes +Channel's alpha
+        alpha, beta); ``chosen`` the weights chosen on val (``all`` takes +Channel's alpha
         and +Space's beta from it when they were searched)."""
         a, chosen = self.args, chosen or {}
         zero = ["--alpha", "0", "--beta", "0"]
@@ -354,7 +336,7 @@ class Benchmark:
             "control": lambda: zero,
             "channel": lambda: alpha + ["--beta", "0"],
             "space": lambda: ["--alpha", "0"] + beta,
-            "paper": lambda: alpha + beta,
+            "all": lambda: alpha + beta,
             "rrr_all": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir",
                                        str(self.decoy_dir / "masks" / "train")],
             "rrr_budget": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir", str(masks),

@@ -6,7 +6,7 @@
 # mean ± std over seeds.
 # Fashion-MNIST comes from data/raw/fashion_mnist or Debian's dataset-fashion-mnist.
 # The paper's gains on real, decoy-free data (results/gains.md):
-#   seeds=0,1,2 decoy_kind=none variants=control,channel,space,paper bash scripts/shortcut_benchmark.sh
+#   seeds=0,1,2 decoy_kind=none variants=control,channel,space,all bash scripts/shortcut_benchmark.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
@@ -31,7 +31,7 @@ alphas=${alphas:-}                            # +Channel alpha searched on val (
 betas=${betas:-}                              # +Space beta searched on val (empty: --beta)
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
 deep_kernel_layers=${deep_kernel_layers:--1,-2}  # kernels_reinit_deep: the first two convs
-variants=${variants:-control,paper,rrr_all,kernels,rrr_budget,kernels_reinit,kernels_reinit_random,kernels_reinit_deep}  # also: channel, space
+variants=${variants:-}                  # empty: the driver's default list; names: scripts/variants.py
 out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
 results_dir=${results_dir:-results}
 
@@ -55,6 +55,6 @@ results_dir=${results_dir:-results}
   --betas "${betas}" \
   --kernel_layers="${kernel_layers}" \
   --deep_kernel_layers="${deep_kernel_layers}" \
-  --variants "${variants}" \
+  ${variants:+--variants "$variants"} \
   --out_dir "${out_dir}" \
   --results_dir "${results_dir}"

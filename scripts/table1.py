@@ -6,8 +6,10 @@ the bash scripts with environment variables, into ``RESULT_ROOT/<model>_<data>_s
     train.sh -> image_sift.sh (high) -> grad_calculate.sh -> image_sift.sh (low) -> masks ->
     train_model_doctor.sh: control (alpha=0, beta=0), channel (beta=0), space (alpha=0), all
 
-A step is skipped when its output exists, so an interrupted grid resumes where it stopped
-(train.sh and train_model_doctor.sh also continue a half-finished run from ``last.pth``).
+A step is skipped when its output exists (a training step: when its folder holds a finished
+run of the same settings, :func:`core.config.finished`), so an interrupted grid resumes where
+it stopped (train.sh and train_model_doctor.sh also continue a half-finished run of the same
+settings from ``last.pth``; a finished run of other settings is trained afresh).
 Masks: a cell has them if ``<cell>/masks`` holds files (human labelme annotation of
 ``<cell>/sift/low``, see scripts/annotate.sh), or if the dataset has ground-truth masks
 (``DATA/masks/train``), from which the annotation is simulated as in the quickstart.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -42,8 +45,12 @@ from typing import Callable
 
 import loaders
 import models
+from core.config import DoctorConfig, RunConfig, TrainConfig, finished, recorded_key
 from scripts import jobs
-from scripts.dirs import NEEDS_MASKS, VARIANTS, ExperimentDirs, variant_weights
+from scripts.dirs import ExperimentDirs
+from scripts.variants import NEEDS_MASKS as MASKED, PAPER as VARIANTS, variant_weights
+
+NEEDS_MASKS = tuple(v for v in VARIANTS if v in MASKED)
 from utils import atomic_write_text
 from utils.cli import run_main
 
@@ -160,6 +167,21 @@ def expand_px(args, data_name: str) -> int:
     return round(30 * loaders.get_spec(data_name).size / 224)
 
 
+def script_config(cls: type[RunConfig], env: dict[str, str]) -> RunConfig:
+    """The config a step script builds from ``env`` (its variables are the flags' names; a
+    variable left empty keeps the flag's default, 1 sets a switch)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    argv = []
+    for name, value in env.items():
+        if name not in fields or value == "":
+            continue
+        if fields[name].type == "bool":
+            argv += [f"--{name}"] if value == "1" else []
+        else:
+            argv.append(f"--{name}={value}")
+    return cls.parse(argv)
+
+
 def run_cell(runner: Runner, args, cell: Cell) -> None:
     """The pipeline of one cell, each step skipped if done; raises StepFailed."""
     data_dir = args.data_root / cell.data
@@ -173,8 +195,17 @@ def run_cell(runner: Runner, args, cell: Cell) -> None:
         runner.step(cell, label, done, ["bash", str(REPO / "scripts" / script)],
                     {**common, **{k: str(v) for k, v in env.items()}})
 
-    bash("train", lambda: model_ori.is_file() and (d.models / "result.json").is_file(),
-         "train.sh", num_epochs=args.train_epochs, model_dir=d.models, log_dir=d.runs("train"))
+    def run(label: str, script: str, cls: type[RunConfig], run_dir: Path, **env) -> None:
+        """A training step, skipped when ``run_dir`` holds its finished run (same key); a
+        finished run of other settings is trained afresh, not continued."""
+        cfg = script_config(cls, runner.script_env(script, {
+            **common, **{k: str(v) for k, v in env.items()}}))
+        if recorded_key(run_dir) not in (None, cfg.key()):
+            env["resume"] = 0
+        bash(label, lambda: finished(run_dir, cfg), script, **env)
+
+    run("train", "train.sh", TrainConfig, d.models, num_epochs=args.train_epochs,
+        model_dir=d.models, log_dir=d.runs("train"))
     sift = {"model_path": model_ori, "data_path": data_dir}
     bash("sift high", lambda: (d.high / "sift.csv").is_file(),
          "image_sift.sh", mode="high", num_images=args.num_high, image_path=d.high, **sift)
@@ -203,11 +234,10 @@ def run_cell(runner: Runner, args, cell: Cell) -> None:
             continue
         alpha, beta = variant_weights(variant, args.alpha, args.beta)
         out = d.variant(variant)
-        bash(variant, lambda out=out: (out / "result.json").is_file(),
-             "train_model_doctor.sh", variant=variant, alpha=alpha, beta=beta,
-             num_epochs=args.doctor_epochs, expand_px=expand_px(args, cell.data),
-             ori_model_path=model_ori, grad_dir=d.grads, mask_dir=d.masks,
-             res_model_path=out / "model_doctor.pth", log_dir=d.runs(variant))
+        run(variant, "train_model_doctor.sh", DoctorConfig, out, variant=variant, alpha=alpha,
+            beta=beta, num_epochs=args.doctor_epochs, expand_px=expand_px(args, cell.data),
+            ori_model_path=model_ori, grad_dir=d.grads, mask_dir=d.masks,
+            res_model_path=out / "model_doctor.pth", log_dir=d.runs(variant))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,11 @@ data_mode=${data_mode:-auto}          # memory (decode once, batch augmentation;
 device_index=${device_index:-}
 nproc=${nproc:-1}                     # processes per node; >1 runs torchrun
 nnodes=${nnodes:-1}                   # multi-node: also node_rank, master_addr, master_port
+variant=${variant:-doctor}            # names the output folder; a variant of scripts/variants.py
+if [ "$variant" != doctor ]; then     #   also sets its weights (others 0; refuses a contradiction)
+  assign=$("$PYTHON" -m scripts.variants "$variant")
+  eval "$assign"
+fi
 alpha=${alpha:-0.078}                 # batch-mean scale: the released alpha=10 at batch 128
 case "$data_name" in                  # released tip: no spatial constraint at 28/32 px
   stl10|mnin) beta=${beta:-1} ;;
@@ -41,7 +46,6 @@ kernel_tau=${kernel_tau:-0.5}
 kernel_reinit=${kernel_reinit:-0}     # 1: re-initialise the background kernels before epoch 1
 replay_annotated=${replay_annotated:-0}  # annotated images appended to every batch
 init=${init:-pretrained}
-variant=${variant:-doctor}            # names the output folder
 layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}" "$variant")   # folders: scripts/dirs.py
 eval "$layout"
 data_dir=${data_dir:-data/${data_name}}

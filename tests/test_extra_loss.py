@@ -1,9 +1,9 @@
-"""The extra-loss interface of train.fit: DoctorLoss implements it (also with Ross et al.'s
+"""The extra-loss interface of core.engine.fit: DoctorLoss implements it (also with Ross et al.'s
 term alone); its settings are keywords, and it removes its hooks as a context manager."""
 import pytest
 import torch
 
-import train
+from core import engine
 from core.channel_stats import ChannelStatistics
 from core.extra_loss import ExtraLoss
 from core.grad_constraint import ChannelTerm, DoctorLoss, SpatialTerm
@@ -88,8 +88,8 @@ def test_train_one_epoch_uses_forward_and_call():
     batch = Batch(torch.randn(2, 1, 4, 4), torch.tensor([0, 1]), ["a", "b"],
                   torch.zeros(2, 1, 4, 4), torch.tensor([True, False]))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
-    out = train.train_one_epoch(net, [batch], optimizer, torch.device("cpu"), 1, 4, Spy(),
-                                progress=False)
+    out = engine.train_one_epoch(net, [batch], optimizer, torch.device("cpu"), 1, 4, Spy(),
+                                 progress=False)
     assert calls == ["forward", ["a", "b"]] and out["train/spy"] == 1.0
 
 

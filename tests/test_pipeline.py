@@ -162,9 +162,10 @@ def test_treatment_with_background_kernels_and_replay(pipeline, tmp_path):
                       "--alpha", "0", "--beta", "0", "--replay_annotated", "2"]))
 
 
-def test_treatment_writes_the_released_file_and_refuses_anothers_last_pth(pipeline, tmp_path):
+def test_treatment_writes_the_released_file_and_keeps_out_of_anothers_folder(pipeline, tmp_path):
     """--res_model_path names the treated model file (released); in the released layout it
-    shares models/ with train.py, whose last.pth --resume must not continue."""
+    shares models/ with train.py, so the treatment's records go to a folder of their own and
+    train.py's last.pth is neither continued nor replaced."""
     data, out = pipeline
     shared = tmp_path / "models"
     shared.mkdir()
@@ -175,13 +176,12 @@ def test_treatment_writes_the_released_file_and_refuses_anothers_last_pth(pipeli
                      str(out / "grads"), "--beta", "0", "--num_epochs", "1", "--batch_size", "10",
                      "--log_dir", str(tmp_path / "runs")]
     parse = train_model_doctor.get_args_parser().parse_args
-    with pytest.raises(ValueError, match="last.pth is the state of the run that writes "
-                                         "model_ori.pth"):
-        train_model_doctor.main(parse(argv + ["--resume"]))
     with pytest.raises(ValueError, match="--model_dir .* contradicts --res_model_path"):
         train_model_doctor.main(parse(argv + ["--model_dir", str(tmp_path / "elsewhere")]))
-    result = train_model_doctor.main(parse(argv))
+    result = train_model_doctor.main(parse(argv + ["--resume"]))
     assert (shared / "model_optim.pth").is_file() and not (shared / "model_doctor.pth").exists()
-    assert json.loads((shared / "result.json").read_text())["best_acc"] == result["best_acc"]
-    result = train_model_doctor.main(parse(argv + ["--resume"]))   # its own last.pth resumes
+    assert (shared / "last.pth").read_bytes() == (out / "models" / "last.pth").read_bytes()
+    records = shared / "model_optim"
+    assert json.loads((records / "result.json").read_text())["best_acc"] == result["best_acc"]
+    result = train_model_doctor.main(parse(argv + ["--resume"]))   # its own state: finished
     assert result["epochs"] == 1

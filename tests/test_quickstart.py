@@ -36,8 +36,8 @@ def test_quickstart_fast(tmp_path):
     with Image.open(exp / "diagnosis" / "overlays_high_low.png") as figure:
         assert figure.height > 1.5 * 2.6 * 120     # two rows of 2.6 in at 120 dpi, not one
     assert (exp / "diagnosis" / "diagnosis.csv").is_file()
-    for variant in ("control", "channel", "space", "all", "kernels"):
+    for variant in ("control", "channel", "space", "all", "kernels_reinit_deep"):
         assert (exp / variant / "models" / "test_final_clean.json").is_file()
-    kernels = json.loads((exp / "runs" / "kernels" / "args.json").read_text())
+    kernels = json.loads((exp / "runs" / "kernels_reinit_deep" / "args.json").read_text())
     assert kernels["kernel_reinit"] is True and kernels["kernel_layers"] == "-1,-2"
     assert kernels["gamma"] == 0.3 and kernels["alpha"] == kernels["beta"] == 0

@@ -38,14 +38,13 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     args = shortcut_benchmark.get_args_parser().parse_args(argv)
     result = shortcut_benchmark.main(args)
     rows = result["rows"]
-    assert set(rows) == {"clean", "untreated", "control", "paper", "rrr_all", "kernels",
-                         "rrr_budget", "kernels_reinit", "kernels_reinit_random",
-                         "kernels_reinit_deep"}
-    assert set(rows["kernels"][0]) == {"val", "test", "clean_test", "background_share"}
-    assert len(rows["kernels"][0]["background_share"]) == 10
+    assert set(rows) == {"clean", "untreated", "control", "all", "rrr_all", "rrr_budget",
+                         "kernels_reinit", "kernels_reinit_random", "kernels_reinit_deep"}
+    assert set(rows["kernels_reinit"][0]) == {"val", "test", "clean_test", "background_share"}
+    assert len(rows["kernels_reinit"][0]["background_share"]) == 10
     assert all(len(v) == 2 for v in rows.values())
-    assert set(result["search"]["kernels"]) == {"0.5", "1"}
-    assert result["chosen"]["kernels"] in (0.5, 1.0)
+    assert set(result["search"]["kernels_reinit"]) == {"0.5", "1"}
+    assert result["chosen"]["kernels_reinit"] in (0.5, 1.0)
     # the budget variant: the annotated masks only, replayed in every batch
     recorded = json.loads((tmp_path / "out" / "seed1" / "rrr_budget" / "args.json").read_text())
     assert recorded["replay_annotated"] == 4 and recorded["mask_dir"].endswith("seed1/masks")
@@ -60,17 +59,19 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     assert deep["kernel_layers"] == "-1,-2" and deep["gamma"] == reinit["gamma"]
     assert deep["kernel_reinit"] is True and not deep["kernel_reinit_random"]
     text = (tmp_path / "results" / "shortcut.md").read_text()
-    assert "Background kernels (ours)" in text and "± " in text and "chosen" in text
+    assert "+Kernels re-initialised (ours, not in the paper)" in text
+    assert "Background kernels re-initialised" in text and "± " in text and "chosen" in text
     assert (tmp_path / "results" / "shortcut.png").stat().st_size > 1000
     # 20 training + 4 val images per class after the split, 2 masks per class from sift low
     assert len(list((tmp_path / "out" / "seed0" / "masks").rglob("*.png"))) == 2 * 10
     data = tmp_path / "data" / "shortcut_mnist_texture60_10"
     assert len(list((data / "val").rglob("*.png"))) == 20
     # resumed: every run is reused, the same numbers come back
-    mtime = (tmp_path / "out" / "seed1" / "kernels" / "result.json").stat().st_mtime
+    mtime = (tmp_path / "out" / "seed1" / "kernels_reinit_deep" / "result.json").stat().st_mtime
     again = shortcut_benchmark.main(args)
     assert again["rows"] == rows
-    assert (tmp_path / "out" / "seed1" / "kernels" / "result.json").stat().st_mtime == mtime
+    assert (tmp_path / "out" / "seed1" / "kernels_reinit_deep" / "result.json"
+            ).stat().st_mtime == mtime
     assert json.loads((tmp_path / "results" / "shortcut.json").read_text())["rows"] == rows
 
 
@@ -83,16 +84,16 @@ def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
         "--results_dir", str(tmp_path / "results"), "--decoy_kind", "none",
         "--train_per_class", "6", "--val_per_class", "1", "--seeds", "0",
         "--train_epochs", "1", "--doctor_epochs", "1", "--budget", "2", "--num_high", "2",
-        "--batch_size", "16", "--variants", "control,channel,space,paper",
+        "--batch_size", "16", "--variants", "control,channel,space,all",
         "--alphas", "0.01,0.1", "--betas", "0.5"])
     result = shortcut_benchmark.main(args)
-    assert set(result["rows"]) == {"untreated", "control", "channel", "space", "paper"}
+    assert set(result["rows"]) == {"untreated", "control", "channel", "space", "all"}
     assert set(result["search"]) == {"channel", "space"}
     assert set(result["search"]["channel"]) == {"0.01", "0.1"}
     assert result["chosen"]["space"] == 0.5 and result["chosen"]["channel"] in (0.01, 0.1)
     # +All takes the weights chosen for +Channel and +Space; their runs are the search's
     run = tmp_path / "out" / "seed0"
-    paper = json.loads((run / "paper" / "args.json").read_text())
+    paper = json.loads((run / "all" / "args.json").read_text())
     assert (paper["alpha"], paper["beta"]) == (result["chosen"]["channel"], 0.5)
     chosen_a = f"{result['chosen']['channel']:g}"
     assert json.loads((run / "search" / f"channel_a{chosen_a}" / "args.json").read_text()
@@ -103,23 +104,6 @@ def test_gains_without_decoy_compares_the_paper_variants(tmp_path):
     assert "alpha 0.01: " in text and "chosen on val" in text
     assert "| Untreated model |" in text
     assert not (tmp_path / "out" / "seed0" / "clean").exists()
-
-
-def test_a_finished_run_is_reused_only_with_the_same_settings(tmp_path):
-    argv = ["--model_name", "smallcnn", "--data_name", "decoy_mnist", "--gamma", "0.3",
-            "--mask_dir", "m", "--alpha", "0", "--beta", "0", "--seed", "1"]
-    parsed = vars(shortcut_benchmark.train_model_doctor.get_args_parser().parse_args(argv))
-    record = tmp_path / "args.json"
-    record.write_text(json.dumps(parsed))
-    assert shortcut_benchmark.same_run(record, argv)
-    assert not shortcut_benchmark.same_run(record, argv[:5] + ["1"] + argv[6:])   # gamma 1
-    assert not shortcut_benchmark.same_run(record, argv[:-1] + ["2"])             # seed 2
-    assert not shortcut_benchmark.same_run(tmp_path / "missing.json", argv)
-    # a record older than a flag had that flag's default
-    del parsed["kernel_reinit"]
-    record.write_text(json.dumps(parsed))
-    assert shortcut_benchmark.same_run(record, argv)
-    assert not shortcut_benchmark.same_run(record, argv + ["--kernel_reinit"])
 
 
 def test_the_random_kernel_control_needs_the_variant_it_controls():

@@ -8,6 +8,7 @@ import loaders
 import models
 import test as test_script
 import train
+from core import engine
 from fakedata import make_image_folder
 from utils import load_checkpoint, load_weights
 
@@ -39,17 +40,17 @@ def test_train_end_to_end_and_files(tmp_path, data):
 
 def test_resume_equals_straight_run(tmp_path, data, monkeypatch):
     train.main(train_args(tmp_path, data, tmp_path / "straight"))
-    original = train.train_one_epoch
+    original = engine.train_one_epoch
 
     def killed_at_epoch_2(*args, **kwargs):
         if args[4] == 2:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
-    monkeypatch.setattr(train, "train_one_epoch", killed_at_epoch_2)
+    monkeypatch.setattr(engine, "train_one_epoch", killed_at_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         train.main(train_args(tmp_path, data, tmp_path / "resumed"))
     assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 1
-    monkeypatch.setattr(train, "train_one_epoch", original)
+    monkeypatch.setattr(engine, "train_one_epoch", original)
     train.main(train_args(tmp_path, data, tmp_path / "resumed", "--resume"))
     a = load_checkpoint(tmp_path / "straight" / "last.pth")
     b = load_checkpoint(tmp_path / "resumed" / "last.pth")

@@ -10,7 +10,7 @@ import torch
 
 import loaders
 import models
-import train
+from core import engine
 from core.channel_stats import ChannelStatistics
 from core.grad_constraint import ChannelTerm, DoctorLoss, SpatialTerm
 
@@ -75,11 +75,11 @@ def build(name: str, args, device, in_channels=None) -> torch.nn.Module:
 
 
 def step_fn(model, batch, device, num_classes, extra_loss=None) -> Callable[[], dict]:
-    """One training step through ``train.train_one_epoch`` (forward, CE, extra loss,
+    """One training step through ``core.engine.train_one_epoch`` (forward, CE, extra loss,
     backward, SGD step) on a fixed batch."""
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    return lambda: train.train_one_epoch(model, [batch], optimizer, device, 0, num_classes,
-                                         extra_loss, progress=False)
+    return lambda: engine.train_one_epoch(model, [batch], optimizer, device, 0, num_classes,
+                                          extra_loss, progress=False)
 
 
 def feature_shape(model, layer, args, device) -> list[int]:

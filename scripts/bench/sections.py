@@ -15,7 +15,7 @@ import torch
 
 import loaders
 import models
-import train
+from core.config import train_parser
 from core.grad_calculate import compute_statistics
 from scripts.bench.fixtures import (SyntheticImages, build, csv, doctor_loss, feature_shape,
                                     frozen, step_fn, synthetic_batch, write_synthetic_folder)
@@ -148,7 +148,7 @@ def bench_loader(args, device, fastest: str | None) -> dict:
     spec = loaders.get_spec(args.loader_data)
     workers = args.loader_workers
     if workers is None:
-        workers = train.get_args_parser().parse_args([]).workers
+        workers = train_parser().parse_args([]).workers
     dataset = loaders.build_dataset(args.loader_data, data_dir, "train", train_transform=True)
     batch_size = spec.batch_size
     loader = loaders.make_loader(dataset, batch_size, True, workers, device, args.seed)
