@@ -247,6 +247,7 @@ class TrainConfig(RunConfig):
     model_name: str
     data_name: str
     in_channels: int | None
+    image_size: int | None
     num_classes: int | None
     stem: str | None
     num_epochs: int
@@ -325,6 +326,7 @@ class TestConfig(RunConfig):
     model_name: str
     data_name: str
     in_channels: int | None
+    image_size: int | None
     num_classes: int | None
     stem: str | None
     model_path: str

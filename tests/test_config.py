@@ -27,8 +27,8 @@ def other_value(cfg, field, parser):
         return "-1,-2" if current != "-1,-2" else "0"
     if field.name in ("device_index",):
         return "1"
-    kind = type(current) if current is not None else {
-        "in_channels": int, "num_classes": int, "batch_size": int}.get(field.name, str)
+    kind = type(current) if current is not None else (
+        action.type if action.type in (int, float) else str)
     value = OTHER[kind]
     return value if value != current else (not value if kind is bool else value * 2)
 
