@@ -227,3 +227,43 @@ def test_report_end_to_end_writes_results_md_in_its_folder_only(tiny_benchmark, 
     claims.main(claims.get_args_parser().parse_args(argv), argv)
     again = (tmp_path / "RESULTS.md").read_text()
     assert again.count("<!-- section: claims -->") == 1 and "not tested (not converged)" in again
+
+
+# -- the driver script ---------------------------------------------------------------------
+def run_driver(tmp_path, **env):
+    import os
+    import subprocess
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
+    stub.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_claims.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": str(stub), **env})
+    return done, (log.read_text().splitlines() if log.is_file() else [])
+
+
+def test_the_driver_runs_one_benchmark_per_network_then_the_report(tmp_path):
+    done, calls = run_driver(tmp_path, models="smallcnn vgg16", seeds="0,1",
+                             claims="channel all", train_epochs="7")
+    assert done.returncode == 0, done.stderr
+    assert len(calls) == 3
+    for call, model in zip(calls[:2], ("smallcnn", "vgg16")):
+        assert call.startswith("-m scripts.shortcut_benchmark --model_name " + model)
+        for flag in ("--decoy_kind none", "--seeds 0,1", "--train_epochs 7",
+                     "--variants control,channel,paper", "--alphas 0.001,0.01,0.078125",
+                     f"--out_dir output/claims/{model}_fmnist"):
+            assert flag in call
+    assert calls[2] == ("-m scripts.claims --runs output/claims/smallcnn_fmnist "
+                        "output/claims/vgg16_fmnist --acc_tol 0.3 --loss_tol 0.05 "
+                        "--results_file RESULTS.md --figures_dir results/claims")
+    (tmp_path / "b").mkdir()
+    done, calls = run_driver(tmp_path / "b", report_only="1")
+    assert done.returncode == 0 and len(calls) == 1 and calls[0].startswith("-m scripts.claims")
+
+
+def test_the_driver_refuses_an_unknown_claim_in_one_line(tmp_path):
+    done, calls = run_driver(tmp_path, claims="channel table9")
+    assert done.returncode == 2 and not calls
+    assert done.stderr.strip() == ("reproduce_claims.sh: error: claims: unknown 'table9' "
+                                   "(valid: channel space all)")
