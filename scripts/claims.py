@@ -284,7 +284,10 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                      f"{100 * v['loss_change']:+.1f} % | {'yes' if v['converged'] else 'no'} |")
     status = "converged" if res["converged"] else \
         f"**not converged** ({', '.join(failed)}): its claims are not tested"
-    lines += ["", f"Setting: {status}.", ""]
+    lines += ["", f"Converged = the mean test top-1 over the last fifth of training (at least 2 "
+                  f"epochs) is within {acc_tol:g} points of the best epoch, and the train loss "
+                  f"is flat: the least-squares line through it over the last fifth changes by "
+                  f"at most {100 * loss_tol:g} % of its mean there. Setting: {status}.", ""]
     if not res["gains"]:
         lines.append("No finished treatment/control pair yet.")
         return lines, claims
