@@ -71,7 +71,8 @@ def convergence(acc: list[float], loss: list[float], acc_tol: float = 0.3,
     slope = stats.linregress(range(k), tail_loss).slope
     mean_loss = statistics.mean(tail_loss)
     loss_change = slope * (k - 1) / mean_loss if mean_loss else 0.0
-    return {"epochs": len(acc), "window": k, "best": max(acc), "tail_mean": statistics.mean(tail_acc),
+    return {"epochs": len(acc), "window": k, "best": max(acc),
+            "tail_mean": statistics.mean(tail_acc),
             "acc_gap": acc_gap, "loss_change": loss_change,
             "acc_ok": acc_gap <= acc_tol, "loss_ok": abs(loss_change) <= loss_tol,
             "converged": acc_gap <= acc_tol and abs(loss_change) <= loss_tol}
@@ -171,7 +172,8 @@ def variant_run(seed_dir: Path, variant: str) -> Path:
     for other in sorted(seed_dir.parent.glob("seed*/" + variant + "/args.json")):
         weight = json.loads(other.read_text())[key]
         for c in candidates:
-            if (c / "args.json").is_file() and json.loads((c / "args.json").read_text())[key] == weight:
+            record = c / "args.json"
+            if record.is_file() and json.loads(record.read_text())[key] == weight:
                 return c
 
     def val(c: Path) -> float:
@@ -220,7 +222,8 @@ def analyse(runs: Path, table: Path, acc_tol: float, loss_tol: float) -> dict:
     bias = (paired([select(r, "best") - select(r, "final") for r in control.values()])
             if control else None)
     return {"config": config, "curves": curves, "checks": checks, "gains": gains,
-            "bias": bias, "converged": bool(checks) and all(c["converged"] for c in checks.values())}
+            "bias": bias,
+            "converged": bool(checks) and all(c["converged"] for c in checks.values())}
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -274,7 +277,8 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
     png = figures / f"{name}_convergence.png"
     plot_curves(res["curves"], name, png)
     failed = [k for k, v in res["checks"].items() if not v["converged"]]
-    lines += [f"**Convergence** ({len(res['checks'])} trained models, mean over them; curves: "
+    n = len(res["checks"])
+    lines += [f"**Convergence** ({n} trained model{'s' * (n != 1)}, mean over them; curves: "
               f"[{png.name}]({rel / png.name})):", "", *curve_table(res["curves"]), "",
               "| model | best top-1 | mean of last fifth | gap (≤ "
               f"{acc_tol:g}) | train-loss change over last fifth (≤ {100 * loss_tol:g} %) | "
@@ -294,18 +298,18 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
     lines += ["**Paired gains** over the fine-tune control (points of test top-1; 95 % "
               "t-interval; resolves = its half-width; MDE = 2.8·SE at 80 % power):", "",
               "| treatment | selection | n | per-seed differences | mean | std | 95 % CI "
-              "| resolves | MDE | paper | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| resolves | MDE | paper | verdict |", "|---" * 11 + "|"]
     for variant, g in res["gains"].items():
         for rule, label in RULES.items():
             p: Paired = g[rule]
             v = verdict(p.low, p.high, g["paper"]) if res["converged"] else \
                 "not tested (not converged)"
             ci = "–" if p.low is None else f"[{p.low:+.2f}, {p.high:+.2f}]"
+            resolves = "–" if p.half_width is None else f"±{p.half_width:.2f}"
             lines.append(f"| {g['label']} | {label} | {p.n} | "
                          + " ".join(f"{d:+.2f}" for d in p.diffs)
-                         + f" | {fmt(p.mean)} | {fmt(p.std, False)} | {ci} | "
-                           f"±{fmt(p.half_width, False)} | {fmt(p.mde, False)} | "
-                           f"{fmt(g['paper'])} ({g['source']}) | {v} |")
+                         + f" | {fmt(p.mean)} | {fmt(p.std, False)} | {ci} | {resolves} | "
+                           f"{fmt(p.mde, False)} | {fmt(g['paper'])} ({g['source']}) | {v} |")
             claims.append([f"Table 1, {c['base_data']}, {g['label']} ({c['model_name']})",
                            label, f"{fmt(g['paper'])} ({g['source']})",
                            f"{fmt(p.mean)} {ci}, n = {p.n}", v])
