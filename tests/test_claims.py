@@ -211,6 +211,9 @@ def test_report_end_to_end_writes_results_md_in_its_folder_only(tiny_benchmark, 
             "--figures_dir", str(tmp_path / "results" / "claims"),
             "--acc_tol", "100", "--loss_tol", "100"]
     text = claims.main(claims.get_args_parser().parse_args(argv), argv)
+    chosen = json.loads((tiny_benchmark.parent / "results" / "gains.json").read_text())["chosen"]
+    assert claims.variant_run(tiny_benchmark / "seed0", "channel") == (
+        tiny_benchmark / "seed0" / "search" / f"channel_a{chosen['channel']:g}")
     written = (tmp_path / "RESULTS.md").read_text()
     assert f"`python -m scripts.claims {' '.join(argv)}`" in written
     assert "<!-- section: claims -->" in written and text.strip() in written
