@@ -241,7 +241,7 @@ def plot_curves(curves: dict[str, list[dict]], title: str, path: Path) -> None:
     bx.set(xlabel="epoch", ylabel="train loss", title="train loss")
     if len(curves) <= 10:
         ax.legend(fontsize=6)
-    save_figure(fig, path)
+    save_figure(fig, path, dpi=90)      # small: it is committed beside RESULTS.md
     plt.close(fig)
 
 
@@ -367,7 +367,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper_table", default="scripts/paper_table1.csv",
                    help="the paper's Table 1 (model,data_name,base,all,space,channel)")
     p.add_argument("--results_file", default="RESULTS.md", help="section 'claims' written here")
-    p.add_argument("--figures_dir", default="results/claims", help="convergence curves (PNG)")
+    p.add_argument("--figures_dir", default="results_figures",
+                   help="convergence curves (PNG), tracked beside RESULTS.md (results/ is ignored)")
     p.add_argument("--acc_tol", type=float, default=0.3,
                    help="converged: best test top-1 minus the last fifth's mean, in points")
     p.add_argument("--loss_tol", type=float, default=0.05,

@@ -24,7 +24,7 @@ acc_tol=${acc_tol:-0.3}                           # converged: last fifth within
 loss_tol=${loss_tol:-0.05}                        # converged: train loss flat within this share
 out_root=${out_root:-output/claims}
 results_file=${results_file:-RESULTS.md}
-figures_dir=${figures_dir:-results/claims}
+figures_dir=${figures_dir:-results_figures}             # PNGs beside RESULTS.md (tracked)
 report_only=${report_only:-0}
 
 short=${base_data/fashion_mnist/fmnist}

@@ -259,7 +259,7 @@ def test_the_driver_runs_one_benchmark_per_network_then_the_report(tmp_path):
             assert flag in call
     assert calls[2] == ("-m scripts.claims --runs output/claims/smallcnn_fmnist "
                         "output/claims/vgg16_fmnist --acc_tol 0.3 --loss_tol 0.05 "
-                        "--results_file RESULTS.md --figures_dir results/claims")
+                        "--results_file RESULTS.md --figures_dir results_figures")
     (tmp_path / "b").mkdir()
     done, calls = run_driver(tmp_path / "b", report_only="1")
     assert done.returncode == 0 and len(calls) == 1 and calls[0].startswith("-m scripts.claims")
