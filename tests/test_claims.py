@@ -232,6 +232,25 @@ def test_report_end_to_end_writes_results_md_in_its_folder_only(tiny_benchmark, 
     assert again.count("<!-- section: claims -->") == 1 and "not tested (not converged)" in again
 
 
+def test_fig3_is_tabulated_from_the_robustness_json(tmp_path):
+    rows = [{"delta": 0.0, "normal_true": 1.0, "adversarial_true": 0.0,
+             "adversarial_same_false": 1.0},
+            {"delta": 0.3, "normal_true": 0.59, "adversarial_true": 0.25,
+             "adversarial_same_false": 0.19},
+            {"delta": 0.5, "normal_true": 0.3, "adversarial_true": None,
+             "adversarial_same_false": 0.1}]
+    path = tmp_path / "noise_robustness.json"
+    path.write_text(json.dumps({"model_name": "smallcnn", "layer": "features.0", "eps": 0.0314,
+                                "num_normal": 100, "num_adversarial": 37, "repeats": 10,
+                                "data_type": "test", "model_path": "m.pth", "rows": rows}))
+    text = claims.report({}, tmp_path, Path("."), 0.3, 0.05, path)
+    assert "| 0.3 | 0.590 | 0.250 | 0.190 |" in text and "| 0.5 | 0.300 | – | 0.100 |" in text
+    assert "at δ = 0.3: normal → true 0.590, adversarial → true 0.250" in text  # largest ≤ 0.3
+    assert "not run" not in text.split("Fig. 3")[1].split("\n")[0]
+    assert f"| {claims.FIG3} | – | – | – | not run" in claims.report({}, tmp_path, Path("."),
+                                                                     0.3, 0.05)
+
+
 # -- the driver script ---------------------------------------------------------------------
 def run_driver(tmp_path, **env):
     import os
@@ -247,21 +266,28 @@ def run_driver(tmp_path, **env):
 
 
 def test_the_driver_runs_one_benchmark_per_network_then_the_report(tmp_path):
-    done, calls = run_driver(tmp_path, models="smallcnn vgg16", seeds="0,1",
+    done, calls = run_driver(tmp_path, models="smallcnn vgg16", seeds="3,1",
                              claims="channel all", train_epochs="7")
     assert done.returncode == 0, done.stderr
-    assert len(calls) == 3
+    assert len(calls) == 4
     for call, model in zip(calls[:2], ("smallcnn", "vgg16")):
         assert call.startswith("-m scripts.shortcut_benchmark --model_name " + model)
-        for flag in ("--decoy_kind none", "--seeds 0,1", "--train_epochs 7",
+        for flag in ("--decoy_kind none", "--seeds 3,1", "--train_epochs 7",
                      "--variants control,channel,paper", "--alphas 0.001,0.01,0.078125",
                      f"--out_dir output/claims/{model}_fmnist"):
             assert flag in call
-    assert calls[2] == ("-m scripts.claims --runs output/claims/smallcnn_fmnist "
+    # Fig. 3 on the first network's first seed, with the benchmark's data
+    assert calls[2] == ("-m core.robustness --model_name smallcnn --data_name "
+                        "decoy_fashion_mnist --model_path "
+                        "output/claims/smallcnn_fmnist/seed3/decoy/models/last.pth --data_dir "
+                        "data/shortcut_fashion_mnist_none_1000 --deltas "
+                        "0,0.05,0.1,0.2,0.3,0.5,0.8,1.0 --out_dir results/claims_fig3_smallcnn")
+    # (the stub wrote no Fig. 3 JSON: the report is not pointed at one)
+    assert calls[3] == ("-m scripts.claims --runs output/claims/smallcnn_fmnist "
                         "output/claims/vgg16_fmnist --acc_tol 0.3 --loss_tol 0.05 "
                         "--results_file RESULTS.md --figures_dir results_figures")
     (tmp_path / "b").mkdir()
-    done, calls = run_driver(tmp_path / "b", report_only="1")
+    done, calls = run_driver(tmp_path / "b", report_only="1", fig3="0")
     assert done.returncode == 0 and len(calls) == 1 and calls[0].startswith("-m scripts.claims")
 
 
