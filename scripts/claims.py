@@ -272,10 +272,12 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                  f"{c['train_epochs']} epochs, every fine-tune {c['doctor_epochs']} epochs "
                  f"(SGD lr {c['lr']}, cosine, batch {c['batch_size']}); decoy "
                  f"`{c.get('decoy_kind')}`.", ""]
-    claims = []
+    pending = [[f"Table 1, {c['base_data']} ({c['model_name']})", "–", "–", "–",
+                f"not tested: no finished treatment/control pair in {name} yet"]]
     if not res["curves"]:
         lines.append("No finished training run yet: claims not tested.")
-        return lines, claims
+        return lines, pending
+    claims = []
     png = figures / f"{name}_convergence.png"
     plot_curves(res["curves"], name, png)
     failed = [k for k, v in res["checks"].items() if not v["converged"]]
@@ -296,7 +298,7 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                   f"at most {100 * loss_tol:g} % of its mean there. Setting: {status}.", ""]
     if not res["gains"]:
         lines.append("No finished treatment/control pair yet.")
-        return lines, claims
+        return lines, pending
     lines += ["**Paired gains** over the fine-tune control (points of test top-1; 95 % "
               "t-interval; resolves = its half-width; MDE = 2.8·SE at 80 % power):", "",
               "| treatment | selection | n | per-seed differences | mean | std | 95 % CI "

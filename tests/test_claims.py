@@ -174,6 +174,17 @@ def test_analyse_pairs_seeds_and_gates_on_convergence(tmp_path):
     assert "| Table 2: gain vs annotated images per class | – | – | – | not run" in text
 
 
+def test_a_setting_without_finished_pairs_is_listed_as_not_tested(tmp_path):
+    root = hand_made_setting(tmp_path / "early")
+    for s in range(3):
+        (root / f"seed{s}" / "control" / "result.json").unlink()
+    res = claims.analyse(root, TABLE, 0.3, 0.05)
+    assert res["converged"] and not res["gains"]
+    text = claims.report({"early": res}, tmp_path / "fig", Path("fig"), 0.3, 0.05)
+    assert ("| Table 1, fashion_mnist (smallcnn) | – | – | – | not tested: no finished "
+            "treatment/control pair in early yet |") in text
+
+
 def test_a_folder_that_is_no_benchmark_output_is_one_error_line(tmp_path, capsys):
     args = claims.get_args_parser().parse_args(["--runs", str(tmp_path)])
     with pytest.raises(SystemExit) as exc:
