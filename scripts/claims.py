@@ -53,9 +53,11 @@ RULES = {"final": "final epoch", "best": "best test epoch (released rule)"}
 
 # -- curves ---------------------------------------------------------------------------------
 def read_epochs(path: Path) -> list[dict]:
-    """The training epochs of an ``epochs.jsonl`` (epoch >= 1; epoch 0 is the start model)."""
+    """The training epochs of an ``epochs.jsonl`` (epoch >= 1; epoch 0 is the start model;
+    an epoch logged twice, by a resumed run, counts once: its last line)."""
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return sorted((r for r in rows if r["epoch"] >= 1), key=lambda r: r["epoch"])
+    by_epoch = {r["epoch"]: r for r in rows if r["epoch"] >= 1}
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def convergence(acc: list[float], loss: list[float], acc_tol: float = 0.3,
@@ -160,7 +162,8 @@ def finished(run: Path) -> list[dict] | None:
     if not (run / "result.json").is_file() or not (run / "epochs.jsonl").is_file():
         return None
     rows = read_epochs(run / "epochs.jsonl")
-    wanted = json.loads((run / "args.json").read_text()).get("num_epochs")
+    record = run / "args.json"
+    wanted = json.loads(record.read_text()).get("num_epochs") if record.is_file() else None
     return rows if rows and (wanted is None or len(rows) == wanted) else None
 
 
@@ -193,11 +196,12 @@ def analyse(runs: Path, table: Path, acc_tol: float, loss_tol: float) -> dict:
     config = json.loads((runs / "config.json").read_text())
     curves, checks = {}, {}
     for s in seed_dirs(runs):
-        for kind in ("decoy", "clean"):     # "decoy" is the trained model (decoy-free or not)
+        # the benchmark's "decoy" folder holds the trained model (decoy-free or not)
+        for kind, name in (("decoy", s.name), ("clean", f"{s.name} clean")):
             rows = finished(s / kind / "models")
             if rows:
-                curves[f"{s.name}/{kind}"] = rows
-                checks[f"{s.name}/{kind}"] = convergence(
+                curves[name] = rows
+                checks[name] = convergence(
                     [100 * r["test/top1"] for r in rows], [r["train/loss"] for r in rows],
                     acc_tol, loss_tol)
     runs_by_variant: dict[str, dict[str, list[dict]]] = {}

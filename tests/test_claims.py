@@ -51,6 +51,14 @@ def test_both_selection_rules_on_hand_made_epochs(tmp_path):
     assert claims.select(control, "best") - claims.select(control, "final") == pytest.approx(3)
 
 
+def test_a_resumed_run_s_repeated_epoch_counts_once(tmp_path):
+    write_run(tmp_path / "r", [0.5, 0.6, 0.7])
+    with open(tmp_path / "r" / "epochs.jsonl", "a") as f:     # resumed: epoch 3 again
+        f.write(json.dumps({"epoch": 3, "test/top1": 0.65, "train/loss": 0.3}) + "\n")
+    rows = claims.finished(tmp_path / "r")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and claims.select(rows, "final") == 65.0
+
+
 def test_an_unfinished_run_is_skipped(tmp_path):
     write_run(tmp_path / "r", [0.5, 0.6])
     args = json.loads((tmp_path / "r" / "args.json").read_text())
@@ -156,8 +164,7 @@ def test_the_first_seed_uses_the_search_run_the_benchmark_chose(tmp_path):
 
 def test_analyse_pairs_seeds_and_gates_on_convergence(tmp_path):
     res = claims.analyse(hand_made_setting(tmp_path / "ok"), TABLE, 0.3, 0.05)
-    assert res["converged"] and set(res["checks"]) == {"seed0/decoy", "seed1/decoy",
-                                                        "seed2/decoy"}
+    assert res["converged"] and set(res["checks"]) == {"seed0", "seed1", "seed2"}
     g = res["gains"]["channel"]
     assert g["final"].diffs == pytest.approx([1, 2, 4]) and g["best"].diffs == pytest.approx(
         [1, 2, 4])
