@@ -416,7 +416,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss_tol", type=float, default=0.05,
                    help="converged: |fitted train-loss change over the last fifth| / its mean")
     p.add_argument("--robustness_json", default=None,
-                   help="Fig. 3: the JSON of core/robustness.py (none: Fig. 3 is listed as not run)")
+                   help="Fig. 3: the JSON of core/robustness.py (none: Fig. 3 is not run)")
     p.add_argument("--section", default="claims", help="section name in the results file")
     return p
 
