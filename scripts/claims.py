@@ -320,7 +320,7 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                            f"{fmt(p.mde, False)} | {fmt(g['paper'])} ({g['source']}) | {v} |")
             claims.append([f"Table 1, {c['base_data']}, {g['label']} ({c['model_name']})",
                            label, f"{fmt(g['paper'])} ({g['source']})",
-                           f"{fmt(p.mean)} {ci}, n = {p.n}", v])
+                           f"{fmt(p.mean)}{'' if p.low is None else ' ' + ci}, n = {p.n}", v])
     b = res["bias"]
     if b is not None:
         ci = "–" if b.low is None else f"[{b.low:+.2f}, {b.high:+.2f}]"
