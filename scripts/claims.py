@@ -46,7 +46,7 @@ from scripts.results import write_section  # noqa: E402
 HOLDS, FAILS, UNRESOLVED = "holds", "does not hold", "not resolved"
 MDE_FACTOR = 2.8            # z_0.975 + z_0.80 = 1.960 + 0.842
 TREATMENTS = {"channel": ("channel", "+Channel"), "space": ("space", "+Space"),
-              "paper": ("all", "+All")}   # variant -> (Table 1 column, label)
+              "all": ("all", "+All")}   # variant -> (Table 1 column, label)
 SEARCH_PREFIX = {"channel": ("channel_a", "alpha"), "space": ("space_b", "beta")}
 RULES = {"final": "final epoch", "best": "best test epoch (released rule)"}
 
@@ -418,6 +418,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--robustness_json", default=None,
                    help="Fig. 3: the JSON of core/robustness.py (none: Fig. 3 is not run)")
     p.add_argument("--section", default="claims", help="section name in the results file")
+    p.add_argument("--measured_on", default=None,
+                   help="the commit the runs were measured on (default: the 'commit' their "
+                        "config.json records, else this checkout's)")
     return p
 
 
@@ -441,8 +444,11 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> str:
     text = report(settings, figures, rel, args.acc_tol, args.loss_tol,
                   Path(args.robustness_json) if args.robustness_json else None)
     argv = sys.argv[1:] if argv is None else argv
+    recorded = sorted({json.loads((Path(r) / "config.json").read_text()).get("commit", "")
+                       for r in args.runs} - {""})
+    measured_on = args.measured_on or (", ".join(recorded) if recorded else None)
     write_section(args.section, text, shlex.join(["python", "-m", "scripts.claims", *argv]),
-                  results_file)
+                  results_file, measured_on=measured_on)
     print(text)
     return text
 

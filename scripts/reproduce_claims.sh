@@ -35,7 +35,7 @@ variants=control
 for claim in ${claims}; do
   case "${claim}" in
     channel|space) variants="${variants},${claim}" ;;
-    all) variants="${variants},paper" ;;
+    all) variants="${variants},all" ;;
     *) echo "reproduce_claims.sh: error: claims: unknown '${claim}' (valid: channel space all)" >&2
        exit 2 ;;
   esac

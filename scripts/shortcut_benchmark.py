@@ -54,6 +54,7 @@ from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # noqa: E402
                            synthetic_labelme)
+from scripts.results import commit  # noqa: E402
 from scripts.dirs import ExperimentDirs  # noqa: E402
 from scripts.variants import LABELS as VARIANT_LABELS, VARIANTS as VARIANT_TABLE  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
@@ -369,7 +370,8 @@ class Benchmark:
                                  f"({', '.join(f'{k}: {old.get(k)} there, {config[k]} now' for k in differ)}); "
                                  f"give another --out_dir")
         else:
-            atomic_write_text(path, json.dumps(config, indent=2) + "\n")
+            # the commit the runs are measured on, for the reports (not compared on reuse)
+            atomic_write_text(path, json.dumps({**config, "commit": commit()}, indent=2) + "\n")
 
     def run(self) -> dict:
         a = self.args
