@@ -291,7 +291,7 @@ def test_the_driver_runs_one_benchmark_per_network_then_the_report(tmp_path):
     for call, model in zip(calls[:2], ("smallcnn", "vgg16")):
         assert call.startswith("-m scripts.shortcut_benchmark --model_name " + model)
         for flag in ("--decoy_kind none", "--seeds 3,1", "--train_epochs 7",
-                     "--variants control,channel,paper", "--alphas 0.001,0.01,0.078125",
+                     "--variants control,channel,all", "--alphas 0.001,0.01,0.078125",
                      f"--out_dir output/claims/{model}_fmnist"):
             assert flag in call
     # Fig. 3 on the first network's first seed, with the benchmark's data
