@@ -36,6 +36,9 @@ kernel_layers=${kernel_layers:--1,-2}         # +Kernels: the first two convs, t
 kernel_reinit=${kernel_reinit:-1}             #   kernels re-initialised (shortcut benchmark, README)
 expand_px=${expand_px:-2}                     # mask expansion at 32 px
 table_dir=${table_dir:-results}
+results_file=${results_file:-}               # RESULTS.md: also write the table there (section quickstart)
+threads=${threads:-1}                         # fixed thread count + deterministic kernels: the same
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads   # table on every run of one machine
 layout=$("$PYTHON" -m scripts.dirs "${result_path}/${exp_name}")   # folders: scripts/dirs.py
 eval "$layout"
 common="--no_progress"
@@ -46,7 +49,7 @@ step "1/9 prepare the decoy-digits dataset"
 data_name=$data_name data_dir=$data_dir decoy_kind=$decoy_kind bash scripts/prepare_data.sh
 
 step "2/9 train the original classifier"
-num_epochs=$train_epochs lr=$lr extra_args=$common bash scripts/train.sh
+num_epochs=$train_epochs lr=$lr extra_args="$common --deterministic" bash scripts/train.sh
 
 step "3/9 sift high-confidence training images"
 mode=high num_images=$num_high extra_args=$common bash scripts/image_sift.sh
@@ -75,7 +78,7 @@ json_dir=$exp_labelme image_dir=$exp_sift_low mask_dir=$exp_masks \
 step "8/9 treat: control, +Channel, +Space, +All, +Kernels"
 treat() {  # variant alpha beta gamma
   variant=$1 alpha=$2 beta=$3 gamma=$4 num_epochs=$doctor_epochs lr=$lr expand_px=$expand_px \
-    extra_args=$common bash scripts/train_model_doctor.sh
+    extra_args="$common --deterministic" bash scripts/train_model_doctor.sh
 }
 treat control 0 0 0
 treat channel "$alpha" 0 0
@@ -91,4 +94,6 @@ step "9/9 test every model (best and final epoch) and tabulate"
   --clean_data_dir "$clean_data_dir" \
   --decoy_data_dir "$data_dir" \
   --out_dir "$table_dir" \
-  --seconds "$(( $(date +%s) - start ))"
+  --seconds "$(( $(date +%s) - start ))" \
+  ${results_file:+--results_file "$results_file"} \
+  --command "bash scripts/quickstart.sh seed=$seed threads=$threads train_epochs=$train_epochs doctor_epochs=$doctor_epochs results_file=RESULTS.md"

@@ -19,6 +19,7 @@ from core.diagnose import split_background_shares  # noqa: E402
 from core.engine import run_test as evaluate_model  # noqa: E402
 from scripts.dirs import ExperimentDirs  # noqa: E402
 from scripts.variants import LABELS, PAPER  # noqa: E402
+from scripts.results import write_section  # noqa: E402
 from utils import atomic_write_text  # noqa: E402
 from utils import validate  # noqa: E402
 
@@ -82,6 +83,11 @@ def main() -> None:
     p.add_argument("--decoy_data_dir", required=True, help="decoy dataset root")
     p.add_argument("--out_dir", default="results")
     p.add_argument("--seconds", type=int, default=None, help="pipeline wall time so far")
+    p.add_argument("--results_file", default=None,
+                   help="also write the table as section 'quickstart' of this file "
+                        "(RESULTS.md; default: only OUT_DIR/quickstart.md)")
+    p.add_argument("--command", default="bash scripts/quickstart.sh",
+                   help="the command that produced the runs, recorded with the section")
     args = validate.parse_args(p)
     exp_dir = Path(args.exp_dir)
     text = ("# Quickstart: Model Doctor on decoy digits\n\n"
@@ -101,6 +107,11 @@ def main() -> None:
     print(text)
     atomic_write_text(Path(args.out_dir) / "quickstart.md", text)
     print(f"wrote {Path(args.out_dir) / 'quickstart.md'}")
+    if args.results_file:
+        body = text.split("\n", 2)[2]          # the section has its own heading
+        body = body.split("\nFigures:\n")[0].rstrip() + "\n"
+        write_section("quickstart", body, args.command, args.results_file)
+        print(f"wrote section 'quickstart' of {args.results_file}")
 
 
 if __name__ == "__main__":
