@@ -127,6 +127,19 @@ def _assign(source: Path, classes: list[str], seed: int, val_per_class: int,
     return items
 
 
+def expected_split_counts(items, verify: bool, expected_counts: dict | None) -> dict | None:
+    """The image count per output split that ``write_dataset`` checks (None: no check):
+    ``expected_counts`` where given, else the counts of ``items`` (from :func:`_assign`)."""
+    if not verify:
+        return None
+    if expected_counts is not None:
+        return expected_counts
+    counts: dict[str, int] = {}
+    for out_split, *_ in items:
+        counts[out_split] = counts.get(out_split, 0) + 1
+    return counts
+
+
 def _samples(items, classes: list[str], seed: int, masks: bool, kind: str,
              strength: int) -> Iterator[Sample]:
     for out_split, split, label, path in items:
@@ -162,10 +175,7 @@ def make_decoy(source: str | Path, output: str | Path, seed: int = 0,
     if not 0 < strength <= 255:
         raise ValueError(f"decoy strength must be in 1..255, got {strength}")
     items = _assign(source, classes, seed, val_per_class, train_per_class)
-    counts: dict[str, int] = {}
-    for out_split, *_ in items:
-        counts[out_split] = counts.get(out_split, 0) + 1
-    expected = None if not verify else counts if expected_counts is None else expected_counts
+    expected = expected_split_counts(items, verify, expected_counts)
     name, total = f"decoy({source.name})", len(items)
     summary = write_dataset(_samples(items, classes, seed, False, kind, strength), output,
                             classes, name, expected, total=total)

@@ -225,10 +225,7 @@ def make_photo(source: str | Path, output: str | Path, seed: int = 0,
     check_correlation(correlation)
     classes = read_classes(source)
     items = decoy._assign(source, classes, seed, val_per_class, train_per_class)
-    counts: dict[str, int] = {}
-    for out_split, *_ in items:
-        counts[out_split] = counts.get(out_split, 0) + 1
-    expected = None if not verify else counts if expected_counts is None else expected_counts
+    expected = decoy.expected_split_counts(items, verify, expected_counts)
     name, total = f"photo({source.name}, p={correlation:g})", len(items)
     summary = write_dataset(_samples(items, classes, seed, correlation, size, False), output,
                             classes, name, expected, total=total)
