@@ -29,6 +29,7 @@ figures_dir=${figures_dir:-results_figures}             # PNGs beside RESULTS.md
 fig3=${fig3:-1}                                    # Fig. 3 on the first network's first seed
 fig3_deltas=${fig3_deltas:-0,0.05,0.1,0.2,0.3,0.5,0.8,1.0}
 report_only=${report_only:-0}
+measured_on=${measured_on:-}                      # the runs' commit when their config.json has none
 
 short=${base_data/fashion_mnist/fmnist}
 variants=control
@@ -78,4 +79,5 @@ fi
   --acc_tol "${acc_tol}" \
   --loss_tol "${loss_tol}" \
   --results_file "${results_file}" \
+  ${measured_on:+--measured_on "${measured_on}"} \
   --figures_dir "${figures_dir}"
