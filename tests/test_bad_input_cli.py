@@ -236,8 +236,11 @@ def test_sigint_during_a_long_step_exits_130_without_a_traceback():
     """)
     env = {k: v for k, v in os.environ.items() if k != TRACEBACK_ENV}
     env["PYTHONPATH"] = str(ROOT)
+    # as from a terminal: a runner started in the background (nohup, `&`) may pass SIGINT
+    # on ignored, and Python then installs no KeyboardInterrupt handler at all
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGINT)
