@@ -6,9 +6,9 @@ class in the ``test`` (and ``val``) images, so a model that learnt the shortcut 
 Two kinds:
 
 - ``shade`` (DecoyMNIST): a small square in a random corner (side ``round(4 * size / 28)``:
-  4 px at 28 px, 5 px at 32 px) of shade ``255 - 25 * label``. Measured here, a CNN with
-  global average pooling trained with crop + flip augmentation does **not** take this
-  shortcut (the square is 2 % of the image; see the README's Datasets section).
+  4 px at 28 px, 5 px at 32 px) of shade ``255 - 25 * label`` (about 2 % of the image: a
+  CNN with global average pooling, crop + flip augmentation and a short training may not
+  take it).
 - ``texture``: one of ten binary textures (lines, bands, checkers, dots, grids) painted where
   the object mask is 0 at intensity ``strength`` (the brighter of image and texture is
   kept): the background, and the dark parts of an object below the mask threshold (about

@@ -9,6 +9,7 @@
 #   report_only=1 bash scripts/reproduce_claims.sh         # tabulate what exists
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 export PYTHON
 
@@ -28,6 +29,7 @@ results_file=${results_file:-RESULTS.md}
 figures_dir=${figures_dir:-results_figures}             # PNGs beside RESULTS.md (tracked)
 fig3=${fig3:-1}                                    # Fig. 3 on the first network's first seed
 fig3_deltas=${fig3_deltas:-0,0.05,0.1,0.2,0.3,0.5,0.8,1.0}
+results_root=${results_root:-results}            # per-run tables, Fig. 3's JSON (git-ignored)
 report_only=${report_only:-0}
 measured_on=${measured_on:-}                      # the runs' commit when their config.json has none
 
@@ -51,14 +53,14 @@ for model_name in ${models}; do
       variants="${variants}" alphas="${alphas}" betas="${betas}" \
       train_per_class="${train_per_class}" \
       train_epochs="${train_epochs}" doctor_epochs="${doctor_epochs}" out_dir="${out_dir}" \
-      results_dir="results/claims_${model_name}" bash scripts/shortcut_benchmark.sh
+      results_dir="${results_root}/claims_${model_name}" bash scripts/shortcut_benchmark.sh
   fi
 done
 
 fig3_args=()
 if [ "${fig3}" = 1 ]; then
   first_model=${models%% *}
-  fig3_dir="results/claims_fig3_${first_model}"
+  fig3_dir="${results_root}/claims_fig3_${first_model}"
   if [ "${report_only}" != 1 ] && [ ! -f "${fig3_dir}/noise_robustness.json" ]; then
     "${PYTHON}" -m core.robustness \
       --model_name "${first_model}" \

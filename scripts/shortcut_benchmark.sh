@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Shortcut benchmark (results/shortcut.md + .png): a decoy the model takes, and whether each
+# Shortcut benchmark (results/shortcut.md + .png; results_file=RESULTS.md also writes the table
+# there, section <shortcut|gains>_<model>_<decoy_kind>): a decoy the model takes, and whether each
 # treatment cures it — untreated, fine-tune control, the paper's +All, RRR with every mask,
 # and ours with 20 masks per class (background kernels suppressed / re-initialised at the first
 # or first two convs, with a random-kernel control; RRR on the annotated images replayed);
@@ -17,6 +18,7 @@ base_data=${base_data:-fashion_mnist}
 source_dir=${source_dir:-data/raw/${base_data}}
 decoy_kind=${decoy_kind:-texture}             # texture | shade (DecoyMNIST) | none
 decoy_strength=${decoy_strength:-60}
+correlation=${correlation:-0.95}              # photo: training images on their class's place
 train_per_class=${train_per_class:-1000}
 val_per_class=${val_per_class:-100}
 seeds=${seeds:-0,1,2,3,4}                   # the README: 5 here, 3 for the gains
@@ -42,6 +44,7 @@ results_file=${results_file:-}                # RESULTS.md: also write the table
   --source "${source_dir}" \
   --decoy_kind "${decoy_kind}" \
   --decoy_strength "${decoy_strength}" \
+  --correlation "${correlation}" \
   --train_per_class "${train_per_class}" \
   --val_per_class "${val_per_class}" \
   --seeds "${seeds}" \

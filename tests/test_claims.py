@@ -284,8 +284,9 @@ def run_driver(tmp_path, **env):
 
 
 def test_the_driver_runs_one_benchmark_per_network_then_the_report(tmp_path):
+    results = tmp_path / "results"   # where Fig. 3's JSON would be: none there yet
     done, calls = run_driver(tmp_path, models="smallcnn vgg16", seeds="3,1",
-                             claims="channel all", train_epochs="7")
+                             claims="channel all", train_epochs="7", results_root=str(results))
     assert done.returncode == 0, done.stderr
     assert len(calls) == 4
     for call, model in zip(calls[:2], ("smallcnn", "vgg16")):
@@ -299,7 +300,7 @@ def test_the_driver_runs_one_benchmark_per_network_then_the_report(tmp_path):
                         "decoy_fashion_mnist --model_path "
                         "output/claims/smallcnn_fmnist/seed3/decoy/models/last.pth --data_dir "
                         "data/shortcut_fashion_mnist_none_1000 --deltas "
-                        "0,0.05,0.1,0.2,0.3,0.5,0.8,1.0 --out_dir results/claims_fig3_smallcnn")
+                        f"0,0.05,0.1,0.2,0.3,0.5,0.8,1.0 --out_dir {results}/claims_fig3_smallcnn")
     # (the stub wrote no Fig. 3 JSON: the report is not pointed at one)
     assert calls[3] == ("-m scripts.claims --runs output/claims/smallcnn_fmnist "
                         "output/claims/vgg16_fmnist --acc_tol 0.3 --loss_tol 0.05 "
