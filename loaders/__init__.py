@@ -46,6 +46,8 @@ def require_split(data_path: str | os.PathLike, data_type: str) -> None:
     data_path = Path(data_path)
     if (data_path / data_type).is_dir() or not data_path.is_dir():
         return
+    if data_path.name == data_type:   # the split folder itself (the released test.py form)
+        return
     if data_path.name == "train" or (data_path / "train").is_dir():
         where = (f"it looks like a training split itself: point at the dataset root "
                  f"{data_path.parent}" if data_path.name == "train" else
