@@ -69,16 +69,6 @@ def output_paths(cfg: DoctorConfig) -> tuple[Path, Path]:
     return folder, path
 
 
-def annotated_tensors(args) -> tuple:
-    """``(images, labels, masks)`` of the annotated training images with eval transforms,
-    stacked (the paper's budget is a few hundred images)."""
-    dataset = loaders.build_dataset(args.data_name, args.data_dir, "train", args.in_channels,
-                                    train_transform=False, mask_dir=args.mask_dir)
-    items = [dataset[i] for i, path in enumerate(dataset.mask_paths) if path is not None]
-    return (torch.stack([it.image for it in items]), torch.tensor([it.label for it in items]),
-            torch.stack([it.mask for it in items]))
-
-
 def run_treatment(cfg: DoctorConfig) -> dict:
     """``train_model_doctor.py``: treat ``cfg.ori_model_path``; returns ``result.json``."""
     run_dir, model_path = output_paths(cfg)
@@ -135,7 +125,8 @@ def treat(cfg: DoctorConfig, args, info, device) -> dict:
     # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
     # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
-    annotated = annotated_tensors(args) if args.gamma > 0 else None
+    annotated = loaders.annotated_eval_tensors(train_set, setup.spec) \
+        if args.gamma > 0 else None
     terms = build_terms(argparse.Namespace(**{**vars(args), "alpha": alpha}), model, stats,
                         annotated)
     doctor = DoctorLoss(terms, model=model, noise_draws=args.noise_draws,

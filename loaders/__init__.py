@@ -1,6 +1,7 @@
 """Datasets and data loaders: ``load_data`` / ``load_data_mask`` (released API)."""
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ __all__ = [
     "DATA_MODES", "DATASETS", "FOLDER", "DatasetSpec", "ImageFolderDataset", "MaskedImageFolder",
     "MemoryDataset", "MemoryLoader", "build_dataset", "build_transform", "normalization_stats",
     "data_names", "dataset_classes", "require_split", "get_spec", "load_data", "load_data_mask", "make_loader",
-    "read_classes", "register_dataset", "resolve_split", "use_memory",
+    "read_classes", "register_dataset", "resolve_split", "use_memory", "annotated_eval_tensors",
 ]
 
 
@@ -166,3 +167,20 @@ def load_data_mask(data_name: str, data_path, mask_path, data_type: str = "train
     shuffle = data_type == "train" if shuffle is None else shuffle
     return make_loader(dataset, batch_size or get_spec(data_name, data_path).batch_size, shuffle,
                        workers, device, seed)
+
+
+def annotated_eval_tensors(dataset: MaskedImageFolder | MemoryDataset,
+                           spec: DatasetSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images, labels, masks)`` of the annotated images of a training set built with
+    masks, stacked, with evaluation transforms (no augmentation): a view of the set already
+    built, so nothing is listed or decoded twice in memory mode (the paper's budget is a few
+    hundred images)."""
+    view = copy.copy(dataset)          # shares the samples and the decoded tensors
+    if isinstance(dataset, MemoryDataset):
+        view.train = False
+        one = view.batch(dataset.annotated.nonzero().flatten())
+        return one.image, one.label, one.mask
+    view.transform = build_transform(spec, False, dataset.in_channels)
+    items = [view[i] for i, path in enumerate(dataset.mask_paths) if path is not None]
+    return (torch.stack([it.image for it in items]), torch.tensor([it.label for it in items]),
+            torch.stack([it.mask for it in items]))

@@ -309,3 +309,25 @@ def test_replay_of_annotated_images_in_memory(tmp_path):
         assert images.shape[0] == labels.shape[0] == masks.shape[0] == len(paths)
     again = epoch(1)
     assert all(torch.equal(a[0], b[0]) and a[2] == b[2] for a, b in zip(got, again))
+
+
+@pytest.mark.parametrize("data_mode", ["memory", "folder"])
+def test_annotated_eval_tensors_are_a_view_of_the_training_set(tmp_path, data_mode):
+    """The kernel term's annotated images come from the training set already built (no
+    augmentation), equal to a separately built evaluation set's, annotated images only."""
+    root = make_image_folder(tmp_path / "d", num_classes=2, per_class=6, masks=True)
+    for name in ("img0.png", "img1.png", "img2.png"):
+        (root / "masks" / "train" / "c1" / name).unlink()
+    spec = loaders.get_spec("cifar10")
+    train_set = loaders.build_dataset("cifar10", root, "train", mask_dir=root / "masks" / "train",
+                                      data_mode=data_mode)
+    images, labels, masks = loaders.annotated_eval_tensors(train_set, spec)
+    plain = loaders.build_dataset("cifar10", root, "train", train_transform=False,
+                                  mask_dir=root / "masks" / "train")
+    items = [plain[i] for i, p in enumerate(plain.mask_paths) if p is not None]
+    assert len(items) == 9 and images.shape[0] == 9
+    assert torch.equal(images, torch.stack([it.image for it in items]))   # bit for bit
+    assert labels.tolist() == [it.label for it in items]
+    assert torch.equal(masks, torch.stack([it.mask for it in items]))
+    if data_mode == "memory":
+        assert train_set.train        # the training set itself still augments
