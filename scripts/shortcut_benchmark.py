@@ -54,6 +54,7 @@ from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # noqa: E402
                            synthetic_labelme)
+from core.kernels import KERNEL_RULES  # noqa: E402
 from scripts.results import commit, write_section  # noqa: E402
 from scripts.dirs import ExperimentDirs  # noqa: E402
 from scripts.variants import LABELS as VARIANT_LABELS, VARIANTS as VARIANT_TABLE  # noqa: E402
@@ -111,6 +112,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--deep_kernel_layers", default="-1,-2",
                    help="background-kernel layers of the kernels_reinit_deep variant")
     p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
+    p.add_argument("--kernel_rule", default="share", choices=KERNEL_RULES,
+                   help="which kernels are background kernels (train_model_doctor.py's flag)")
+    p.add_argument("--kernel_tau_excess", type=float, default=0.1,
+                   help="--kernel_rule excess: margin over the background's share of the area")
+    p.add_argument("--kernel_top", type=float, default=0.1,
+                   help="--kernel_rule rank: fraction of a layer's kernels flagged")
     p.add_argument("--rrr_lambdas", default="0.1,0.3,1,3",
                    help="right-reasons weights (masks on all images) searched on val (first "
                         "seed)")
@@ -332,10 +339,12 @@ class Benchmark:
         weight_b = value if name == "space" and value is not None else chosen.get("space", a.beta)
         alpha = ["--alpha", f"{weight_a:g}", "--grad_dir", str(grads)]
 
+        rule = ["--kernel_tau", str(a.kernel_tau), "--kernel_rule", a.kernel_rule,
+                "--kernel_tau_excess", str(a.kernel_tau_excess), "--kernel_top", str(a.kernel_top)]
+
         def reinit(gamma, layers=a.kernel_layers):
-            return zero + ["--gamma", f"{gamma:g}", f"--kernel_layers={layers}",
-                           "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks),
-                           "--kernel_reinit"]
+            return zero + ["--gamma", f"{gamma:g}", f"--kernel_layers={layers}", *rule,
+                           "--mask_dir", str(masks), "--kernel_reinit"]
         beta = ["--beta", f"{weight_b:g}", "--mask_dir", str(masks)]
         return {
             "control": lambda: zero,
@@ -347,8 +356,8 @@ class Benchmark:
             "rrr_budget": lambda: zero + ["--rrr_lambda", f"{value:g}", "--mask_dir", str(masks),
                                           "--replay_annotated", str(a.replay)],
             "kernels": lambda: zero + ["--gamma", f"{value:g}",
-                                       f"--kernel_layers={a.kernel_layers}",
-                                       "--kernel_tau", str(a.kernel_tau), "--mask_dir", str(masks)],
+                                       f"--kernel_layers={a.kernel_layers}", *rule,
+                                       "--mask_dir", str(masks)],
             "kernels_reinit": lambda: reinit(value),
             "kernels_reinit_random": lambda: reinit(chosen.get("kernels_reinit")) +
             ["--kernel_reinit_random"],
@@ -364,6 +373,9 @@ class Benchmark:
                 "val_per_class", "train_epochs", "doctor_epochs", "budget", "num_high",
                 "batch_size", "lr", "alpha", "beta", "kernel_layers", "kernel_tau")
         keys += ("correlation",) if self.photo else ()
+        # recorded where they differ from the rule every earlier out_dir used
+        keys += ("kernel_rule", "kernel_tau_excess", "kernel_top") \
+            if self.args.kernel_rule != "share" else ()
         config = {k: getattr(self.args, k) for k in keys}
         path = self.out / "config.json"
         if path.is_file():

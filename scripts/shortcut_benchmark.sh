@@ -31,6 +31,9 @@ rrr_budget_lambdas=${rrr_budget_lambdas:-1,3,10}  # searched on val (first seed)
 replay=${replay:-32}                          # annotated images replayed per batch (rrr_budget)
 alphas=${alphas:-}                            # +Channel alpha searched on val (empty: --alpha)
 betas=${betas:-}                              # +Space beta searched on val (empty: --beta)
+kernel_rule=${kernel_rule:-share}             # share | excess | rank (README: the method)
+kernel_tau_excess=${kernel_tau_excess:-0.1}   # excess: margin over the background's area share
+kernel_top=${kernel_top:-0.1}                 # rank: fraction of kernels flagged
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
 deep_kernel_layers=${deep_kernel_layers:--1,-2}  # kernels_reinit_deep: the first two convs
 variants=${variants:-}                  # empty: the driver's default list; names: scripts/variants.py
@@ -57,6 +60,9 @@ results_file=${results_file:-}                # RESULTS.md: also write the table
   --replay "${replay}" \
   --alphas "${alphas}" \
   --betas "${betas}" \
+  --kernel_rule "${kernel_rule}" \
+  --kernel_tau_excess "${kernel_tau_excess}" \
+  --kernel_top "${kernel_top}" \
   --kernel_layers="${kernel_layers}" \
   --deep_kernel_layers="${deep_kernel_layers}" \
   ${variants:+--variants "$variants"} \
