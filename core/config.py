@@ -187,7 +187,9 @@ class RunConfig:
 
     @classmethod
     def parser(cls, add_help: bool = True) -> argparse.ArgumentParser:
-        raise NotImplementedError
+        """The stage's parser (each stage config names its own)."""
+        raise TypeError(f"{cls.__name__} is not a stage config: use TrainConfig, "
+                        "DoctorConfig or TestConfig")
 
     @classmethod
     def from_args(cls, ns: argparse.Namespace) -> RunConfig:

@@ -191,7 +191,8 @@ class Term(abc.ABC):
                   annotated) -> "Term | None":
         """The term the parsed flags of ``train_model_doctor.py`` ask for, or ``None`` when
         its weight is 0 (:func:`core.terms.build_terms`)."""
-        raise NotImplementedError(f"{cls.__name__} has no command-line builder")
+        raise TypeError(f"{cls.__name__} has no command-line builder: register a term whose "
+                        "from_args builds it (core.terms.register_term)")
 
 
 class ChannelTerm(Term):
