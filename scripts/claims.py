@@ -8,7 +8,8 @@ For each setting (one ``--runs`` folder of ``scripts/shortcut_benchmark.py``, de
   the results and a table of a few epochs). Converged = the mean test top-1 over the last
   fifth of training is within ``--acc_tol`` points of the best epoch, and the train loss is
   flat: its least-squares line over the last fifth changes by at most ``--loss_tol`` of its
-  mean there. A setting with a model that fails is "not converged" and its claims not tested.
+  mean there. A seed whose model fails is left out of the paired gains; a setting with fewer
+  than 2 converged seeds is "not converged" and its claims not tested.
 * **paired gains** of each treatment over the fine-tune control, per seed, under two
   selection rules: the final epoch of both, and the best test epoch of both (the released
   code's rule). Mean, std, n, the 95 % t-interval of the paired difference, its half-width
@@ -210,7 +211,13 @@ def analyse(runs: Path, table: Path, acc_tol: float, loss_tol: float) -> dict:
             rows = finished(variant_run(s, variant))
             if rows:
                 runs_by_variant.setdefault(variant, {})[s.name] = rows
-    control = runs_by_variant.get("control", {})
+    # a seed counts only when every model it trained passed the convergence check (a model
+    # that has not converged is not treated): the rule does not look at any treatment
+    # (with fewer than 2 converged seeds nothing is left out: the pairs are shown, untested)
+    unconverged = sorted({name.split()[0] for name, c in checks.items() if not c["converged"]})
+    converged_seeds = {name.split()[0] for name in checks} - set(unconverged)
+    left_out = unconverged if len(converged_seeds) >= 2 else []
+    control = {s: r for s, r in runs_by_variant.get("control", {}).items() if s not in left_out}
     gains = {}
     for variant, per_seed in runs_by_variant.items():
         if variant == "control":
@@ -228,8 +235,8 @@ def analyse(runs: Path, table: Path, acc_tol: float, loss_tol: float) -> dict:
     bias = (paired([select(r, "best") - select(r, "final") for r in control.values()])
             if control else None)
     return {"config": config, "curves": curves, "checks": checks, "gains": gains,
-            "bias": bias,
-            "converged": bool(checks) and all(c["converged"] for c in checks.values())}
+            "bias": bias, "unconverged": left_out,
+            "converged": len(converged_seeds) >= 2}
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -294,8 +301,11 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
     for k, v in res["checks"].items():
         lines.append(f"| {k} | {v['best']:.2f} | {v['tail_mean']:.2f} | {v['acc_gap']:.2f} | "
                      f"{100 * v['loss_change']:+.1f} % | {'yes' if v['converged'] else 'no'} |")
-    status = "converged" if res["converged"] else \
-        f"**not converged** ({', '.join(failed)}): its claims are not tested"
+    left_out = (f"; the seeds whose model fails it ({', '.join(res['unconverged'])}) are left "
+                "out of the paired gains" if res["unconverged"] else "")
+    status = (f"converged{left_out}" if res["converged"] else
+              f"**not converged** ({', '.join(failed)}): fewer than 2 seeds with converged "
+              "models, its claims are not tested")
     lines += ["", f"Converged = the mean test top-1 over the last fifth of training (at least 2 "
                   f"epochs) is within {acc_tol:g} points of the best epoch, and the train loss "
                   f"is flat: the least-squares line through it over the last fifth changes by "

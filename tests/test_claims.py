@@ -181,6 +181,19 @@ def test_analyse_pairs_seeds_and_gates_on_convergence(tmp_path):
     assert "| Table 2: gain vs annotated images per class | – | – | – | not run" in text
 
 
+def test_a_seed_whose_model_has_not_converged_is_left_out_of_the_pairs(tmp_path):
+    root = hand_made_setting(tmp_path / "mixed")
+    write_run(root / "seed1" / "decoy" / "models", [0.5, 0.7, 0.85, 0.88, 0.90],
+              [1.0, 0.6, 0.5, 0.45, 0.45])           # seed 1 still rising
+    res = claims.analyse(root, TABLE, 0.3, 0.05)
+    assert res["converged"] and res["unconverged"] == ["seed1"]
+    assert res["gains"]["channel"]["seeds"] == ["seed0", "seed2"]
+    assert res["gains"]["channel"]["final"].diffs == pytest.approx([1, 4])
+    assert res["bias"].n == 2
+    text = claims.report({"mixed": res}, tmp_path / "fig", Path("fig"), 0.3, 0.05)
+    assert "(seed1) are left out of the paired gains" in text
+
+
 def test_a_setting_without_finished_pairs_is_listed_as_not_tested(tmp_path):
     root = hand_made_setting(tmp_path / "early")
     for s in range(3):
