@@ -155,18 +155,13 @@ def test_purge_step_drops_the_steps_after_the_checkpoint(tmp_path):
     assert scalar_steps(tmp_path, "x") == [(1, 1.0), (2, 20.0), (3, 30.0)]
 
 
-def test_resume_purges_from_the_epoch_after_the_checkpoint(data, tmp_path, monkeypatch):
+def test_resume_purges_from_the_epoch_after_the_checkpoint(data, tmp_path, monkeypatch,
+                                                         interrupt_at_epoch):
     out = tmp_path / "run"
-    original = engine.train_one_epoch
-
-    def killed_at_epoch_2(*args, **kwargs):
-        if args[4] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-    monkeypatch.setattr(engine, "train_one_epoch", killed_at_epoch_2)
+    interrupt_at_epoch(2)
     with pytest.raises(KeyboardInterrupt):
         train_run(data, out, epochs="2")
-    monkeypatch.setattr(engine, "train_one_epoch", original)
+    interrupt_at_epoch(None)
     seen = []
 
     class Spy(RunRecorder):

@@ -38,19 +38,13 @@ def test_train_end_to_end_and_files(tmp_path, data):
     assert not list(run.glob(".*.tmp"))
 
 
-def test_resume_equals_straight_run(tmp_path, data, monkeypatch):
+def test_resume_equals_straight_run(tmp_path, data, interrupt_at_epoch):
     train.main(train_args(tmp_path, data, tmp_path / "straight"))
-    original = engine.train_one_epoch
-
-    def killed_at_epoch_2(*args, **kwargs):
-        if args[4] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-    monkeypatch.setattr(engine, "train_one_epoch", killed_at_epoch_2)
+    interrupt_at_epoch(2)
     with pytest.raises(KeyboardInterrupt):
         train.main(train_args(tmp_path, data, tmp_path / "resumed"))
     assert load_checkpoint(tmp_path / "resumed" / "last.pth")["epoch"] == 1
-    monkeypatch.setattr(engine, "train_one_epoch", original)
+    interrupt_at_epoch(None)
     train.main(train_args(tmp_path, data, tmp_path / "resumed", "--resume"))
     a = load_checkpoint(tmp_path / "straight" / "last.pth")
     b = load_checkpoint(tmp_path / "resumed" / "last.pth")
