@@ -8,7 +8,6 @@ import loaders
 import models
 import test as test_script
 import train
-from core import engine
 from fakedata import make_image_folder
 from utils import load_checkpoint, load_weights
 
