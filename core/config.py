@@ -24,7 +24,7 @@ import loaders
 from core.channel_stats import GRAD_MODES
 from core.entry import add_model_data_args
 from core.grad_constraint import SECOND_TERMS
-from core.kernels import KERNEL_RULES
+from core.kernels import add_kernel_rule_args
 from utils.cli import HelpFormatter
 from utils.runtime import add_device_args
 
@@ -117,17 +117,7 @@ def doctor_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--kernel_tau", type=float, default=0.5,
                    help="a kernel is a background kernel when this share of its gradient on "
                         "the annotated images lies on their background")
-    p.add_argument("--kernel_rule", default="share", choices=KERNEL_RULES,
-                   help="which kernels are background kernels: share (its background share "
-                        "> --kernel_tau), excess (share minus the background's share of the "
-                        "area > --kernel_tau_excess), rank (the --kernel_top fraction with the "
-                        "largest positive excess)")
-    p.add_argument("--kernel_tau_excess", type=float, default=0.1,
-                   help="--kernel_rule excess: how far a kernel's background share must "
-                        "exceed the background's share of the area")
-    p.add_argument("--kernel_top", type=float, default=0.1,
-                   help="--kernel_rule rank: the fraction of a layer's kernels flagged "
-                        "(rounded up; only kernels with a positive excess)")
+    add_kernel_rule_args(p)
     p.add_argument("--kernel_reinit", action="store_true",
                    help="before the first epoch, re-initialise the background kernels that "
                         "--gamma suppresses (not in the paper)")

@@ -24,6 +24,22 @@ from core.gradients import eval_mode, layer_gradients
 KERNEL_RULES = ("share", "excess", "rank")
 
 
+def add_kernel_rule_args(p) -> None:
+    """The flags choosing which kernels are background kernels (train_model_doctor.py and
+    the shortcut benchmark, which passes them on)."""
+    p.add_argument("--kernel_rule", default="share", choices=KERNEL_RULES,
+                   help="which kernels are background kernels: share (its background share "
+                        "> --kernel_tau), excess (share minus the background's share of the "
+                        "area > --kernel_tau_excess), rank (the --kernel_top fraction with the "
+                        "largest positive excess)")
+    p.add_argument("--kernel_tau_excess", type=float, default=0.1,
+                   help="--kernel_rule excess: how far a kernel's background share must "
+                        "exceed the background's share of the area")
+    p.add_argument("--kernel_top", type=float, default=0.1,
+                   help="--kernel_rule rank: the fraction of a layer's kernels flagged "
+                        "(rounded up; only kernels with a positive excess)")
+
+
 def kernel_background_mass(grads_true: torch.Tensor,
                            background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Σ_b Σ_hw Bg ⊙ |g|, Σ_b Σ_hw |g|)`` per kernel, each ``[K]`` (sums that add up over

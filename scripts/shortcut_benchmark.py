@@ -54,7 +54,7 @@ from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # noqa: E402
                            synthetic_labelme)
-from core.kernels import KERNEL_RULES  # noqa: E402
+from core.kernels import add_kernel_rule_args  # noqa: E402
 from scripts.results import commit, write_section  # noqa: E402
 from scripts.dirs import ExperimentDirs  # noqa: E402
 from scripts.variants import LABELS as VARIANT_LABELS, VARIANTS as VARIANT_TABLE  # noqa: E402
@@ -112,12 +112,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--deep_kernel_layers", default="-1,-2",
                    help="background-kernel layers of the kernels_reinit_deep variant")
     p.add_argument("--kernel_tau", type=float, default=0.5, help="background share threshold")
-    p.add_argument("--kernel_rule", default="share", choices=KERNEL_RULES,
-                   help="which kernels are background kernels (train_model_doctor.py's flag)")
-    p.add_argument("--kernel_tau_excess", type=float, default=0.1,
-                   help="--kernel_rule excess: margin over the background's share of the area")
-    p.add_argument("--kernel_top", type=float, default=0.1,
-                   help="--kernel_rule rank: fraction of a layer's kernels flagged")
+    add_kernel_rule_args(p)
     p.add_argument("--rrr_lambdas", default="0.1,0.3,1,3",
                    help="right-reasons weights (masks on all images) searched on val (first "
                         "seed)")
