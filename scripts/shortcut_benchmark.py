@@ -91,6 +91,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--correlation", type=photo_backgrounds.correlation_arg,
                    default=photo_backgrounds.DEFAULT_CORRELATION,
                    help="photo: share of training images on their class's background place")
+    p.add_argument("--image_size", type=int, default=64, choices=tuple(photo_backgrounds.DATA_NAMES),
+                   help="photo: image side in px (96: the large-image stand-in, ImageNet stem)")
     p.add_argument("--decoy_strength", type=int, default=decoy.TEXTURE_STRENGTH,
                    help="texture intensity (1-255)")
     p.add_argument("--train_per_class", type=int, default=1000, help="training images kept")
@@ -169,7 +171,7 @@ def floats(text: str) -> list[float]:
 
 def data_name(args) -> str:
     if args.decoy_kind == "photo":
-        return photo_backgrounds.DATA_NAMES[64]
+        return photo_backgrounds.DATA_NAMES[args.image_size]
     return f"decoy_{args.base_data}"
 
 
@@ -181,13 +183,16 @@ class Benchmark:
         if self.photo and args.base_data != "fashion_mnist":
             raise ValueError("--decoy_kind photo: the items are Fashion-MNIST's "
                              "(--base_data fashion_mnist)")
+        if args.image_size != 64 and not self.photo:
+            raise ValueError("--image_size: only --decoy_kind photo has another size")
         strength = f"{args.correlation:g}" if self.photo else \
             "" if args.decoy_kind == "none" else args.decoy_strength
-        tag = f"{args.decoy_kind}{strength}_{args.train_per_class}"
+        size = f"_{args.image_size}px" if args.image_size != 64 else ""
+        tag = f"{args.decoy_kind}{strength}{size}_{args.train_per_class}"
         root = Path(args.data_root)
         self.plain = root / args.base_data
         self.decoy_dir = root / f"shortcut_{args.base_data}_{tag}"
-        clean = "photo0" if self.photo else "none"
+        clean = f"photo0{size}" if self.photo else "none"
         self.clean_dir = root / f"shortcut_{args.base_data}_{clean}_{args.train_per_class}"
         self.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         unknown = sorted(set(self.variants) - set(VARIANTS))
@@ -198,7 +203,10 @@ class Benchmark:
                     "kernels_reinit" in self.variants and floats(args.gammas)):
                 raise ValueError(f"--variants: {borrower} takes the gamma chosen for "
                                  "kernels_reinit: list kernels_reinit too, with --gammas")
-        self.has_clean = args.decoy_kind != "none"   # without a decoy the two models coincide
+        # without a decoy (none, or photo backgrounds independent of the class: the
+        # large-image stand-in) the two models coincide
+        self.has_clean = not (args.decoy_kind == "none" or
+                              (self.photo and args.correlation == 0))
         self.common = ["--model_name", args.model_name, "--data_name", data_name(args),
                        "--workers", str(args.workers), "--no_progress"]
 
@@ -210,9 +218,11 @@ class Benchmark:
                             verify=not a.no_verify)
         split = dict(val_per_class=a.val_per_class, train_per_class=a.train_per_class)
         if self.photo:
-            photo_backgrounds.make_photo(self.plain, self.decoy_dir,
-                                         correlation=a.correlation, **split)
-            photo_backgrounds.make_photo(self.plain, self.clean_dir, correlation=0, **split)
+            photo_backgrounds.make_photo(self.plain, self.decoy_dir, correlation=a.correlation,
+                                         size=a.image_size, **split)
+            if self.has_clean:
+                photo_backgrounds.make_photo(self.plain, self.clean_dir, correlation=0,
+                                             size=a.image_size, **split)
             return
         decoy.make_decoy(self.plain, self.decoy_dir, kind=a.decoy_kind,
                          strength=a.decoy_strength, **split)
@@ -368,6 +378,7 @@ class Benchmark:
                 "val_per_class", "train_epochs", "doctor_epochs", "budget", "num_high",
                 "batch_size", "lr", "alpha", "beta", "kernel_layers", "kernel_tau")
         keys += ("correlation",) if self.photo else ()
+        keys += ("image_size",) if self.photo and self.args.image_size != 64 else ()
         # recorded where they differ from the rule every earlier out_dir used
         keys += ("kernel_rule", "kernel_tau_excess", "kernel_top") \
             if self.args.kernel_rule != "share" else ()

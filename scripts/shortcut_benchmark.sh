@@ -19,6 +19,7 @@ source_dir=${source_dir:-data/raw/${base_data}}
 decoy_kind=${decoy_kind:-texture}             # texture | shade (DecoyMNIST) | none
 decoy_strength=${decoy_strength:-60}
 correlation=${correlation:-0.95}              # photo: training images on their class's place
+image_size=${image_size:-64}                  # photo: 64 or 96 px (96 + correlation=0: the large-image stand-in)
 train_per_class=${train_per_class:-1000}
 val_per_class=${val_per_class:-100}
 seeds=${seeds:-0,1,2,3,4}                   # the README: 5 here, 3 for the gains
@@ -48,6 +49,7 @@ results_file=${results_file:-}                # RESULTS.md: also write the table
   --decoy_kind "${decoy_kind}" \
   --decoy_strength "${decoy_strength}" \
   --correlation "${correlation}" \
+  --image_size "${image_size}" \
   --train_per_class "${train_per_class}" \
   --val_per_class "${val_per_class}" \
   --seeds "${seeds}" \
