@@ -1,6 +1,7 @@
 """The shortcut families: local class-coded patches and photographic backgrounds, built from
 tiny generated IDX files (the real on-disk format)."""
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,34 @@ def test_benchmark_builds_the_photo_family_and_its_independent_twin(plain, tmp_p
     with pytest.raises(ValueError, match="fashion_mnist"):
         shortcut_benchmark.Benchmark(shortcut_benchmark.get_args_parser().parse_args(
             argv + ["--base_data", "mnist"]))
+
+
+def test_benchmark_large_image_stand_in_is_one_decoy_free_dataset(plain, tmp_path):
+    """``--image_size 96 --correlation 0``: the large-image stand-in (STL-10's regime): one
+    96 px dataset whose backgrounds are independent of the class, no clean twin, the
+    ImageNet stem; another size is refused outside the photo family."""
+    from loaders import get_spec
+    from models.registry import default_stem
+    from scripts import shortcut_benchmark
+    argv = ["--source", str(plain.parent / "raw"), "--data_root", str(tmp_path / "data"),
+            "--out_dir", str(tmp_path / "out"), "--decoy_kind", "photo", "--correlation", "0",
+            "--image_size", "96", "--train_per_class", "3", "--val_per_class", "2",
+            "--no_verify"]
+    args = shortcut_benchmark.get_args_parser().parse_args(argv)
+    assert shortcut_benchmark.data_name(args) == "photo_fashion_mnist96"
+    assert default_stem(get_spec("photo_fashion_mnist96").size) == "imagenet"
+    bench = shortcut_benchmark.Benchmark(args)
+    assert not bench.has_clean and bench.decoy_dir == bench.clean_dir
+    bench.prepare()
+    assert bench.decoy_dir.name == "shortcut_fashion_mnist_photo0_96px_3"
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith("shortcut")] \
+        == [bench.decoy_dir.name]
+    _, _, image = next(images(bench.decoy_dir, "train"))
+    assert image.shape == (96, 96, 3)
+    train = photo_backgrounds.read_groups(bench.decoy_dir / "train" / "groups.csv")
+    assert len(train) == 30 and np.mean([r["agrees"] for r in train]) < 0.5
+    bench.check_config()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["image_size"] == 96
+    with pytest.raises(ValueError, match="image_size"):
+        shortcut_benchmark.Benchmark(shortcut_benchmark.get_args_parser().parse_args(
+            argv[:6] + ["--decoy_kind", "texture", "--image_size", "96"]))
