@@ -24,7 +24,9 @@ Two kinds:
 above a quarter of its maximum are 255, background and the decoy are 0. With
 ``val_per_class``, that many training images per class (a seeded random choice) become a
 ``val`` split with random decoys, held out of training for choosing hyperparameters; with
-``train_per_class`` the training split keeps that many images per class. Corner, texture and
+``train_per_class`` the training split keeps that many images per class, with
+``test_per_class`` the test split that many (a seeded random choice: cheaper evaluation in
+long grids; the paired comparisons see the same images). Corner, texture and
 test class come from a generator seeded per image, so a rebuild gives the same files.
 """
 from __future__ import annotations
@@ -108,7 +110,7 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _assign(source: Path, classes: list[str], seed: int, val_per_class: int,
-            train_per_class: int) -> list[tuple[str, str, int, Path]]:
+            train_per_class: int, test_per_class: int = 0) -> list[tuple[str, str, int, Path]]:
     """``(output split, source split, label, path)`` for every image to write."""
     items = []
     for split in SPLITS:
@@ -123,6 +125,9 @@ def _assign(source: Path, classes: list[str], seed: int, val_per_class: int,
                 items += [("val", split, label, f) for f in sorted(files[:val_per_class])]
                 files = files[val_per_class:]
                 files = sorted(files[:train_per_class] if train_per_class else files)
+            if split == "test" and test_per_class:
+                order = np.random.default_rng([seed, label, 1]).permutation(len(files))
+                files = sorted(files[i] for i in order[:test_per_class])
             items += [(split, split, label, f) for f in files]
     return items
 
@@ -156,7 +161,7 @@ def _samples(items, classes: list[str], seed: int, masks: bool, kind: str,
 def make_decoy(source: str | Path, output: str | Path, seed: int = 0,
                expected_counts: Mapping[str, int] | None = None, verify: bool = True,
                kind: str = "shade", strength: int = TEXTURE_STRENGTH, val_per_class: int = 0,
-               train_per_class: int = 0) -> Summary:
+               train_per_class: int = 0, test_per_class: int = 0) -> Summary:
     """Write the decoy copy of the prepared dataset ``source`` and its masks to ``output``.
 
     By default the expected counts are those the split options give from ``source``.
@@ -174,7 +179,7 @@ def make_decoy(source: str | Path, output: str | Path, seed: int = 0,
                          f"{len(classes)}")
     if not 0 < strength <= 255:
         raise ValueError(f"decoy strength must be in 1..255, got {strength}")
-    items = _assign(source, classes, seed, val_per_class, train_per_class)
+    items = _assign(source, classes, seed, val_per_class, train_per_class, test_per_class)
     expected = expected_split_counts(items, verify, expected_counts)
     name, total = f"decoy({source.name})", len(items)
     summary = write_dataset(_samples(items, classes, seed, False, kind, strength), output,

@@ -212,7 +212,7 @@ def read_groups(path: str | Path) -> list[dict[str, int | str]]:
 
 def make_photo(source: str | Path, output: str | Path, seed: int = 0,
                correlation: float = DEFAULT_CORRELATION, size: int = 64,
-               val_per_class: int = 0, train_per_class: int = 0,
+               val_per_class: int = 0, train_per_class: int = 0, test_per_class: int = 0,
                expected_counts: Mapping[str, int] | None = None,
                verify: bool = True) -> Summary:
     """Write the photo-background copy of the prepared grayscale dataset ``source``, its
@@ -224,7 +224,8 @@ def make_photo(source: str | Path, output: str | Path, seed: int = 0,
         raise ValueError(f"photo image size must be one of {SIZES}, got {size}")
     check_correlation(correlation)
     classes = read_classes(source)
-    items = decoy._assign(source, classes, seed, val_per_class, train_per_class)
+    items = decoy._assign(source, classes, seed, val_per_class, train_per_class,
+                          test_per_class)
     expected = decoy.expected_split_counts(items, verify, expected_counts)
     name, total = f"photo({source.name}, p={correlation:g})", len(items)
     summary = write_dataset(_samples(items, classes, seed, correlation, size, False), output,

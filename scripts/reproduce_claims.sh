@@ -18,6 +18,7 @@ models=${models:-smallcnn}                        # one setting per network
 base_data=${base_data:-fashion_mnist}
 seeds=${seeds:-0,1,2,3,4,5,6,7,8,9}
 train_per_class=${train_per_class:-1000}
+test_per_class=${test_per_class:-0}               # 0: the whole test split (fewer: cheaper)
 train_epochs=${train_epochs:-30}                  # the convergence check reads these curves
 doctor_epochs=${doctor_epochs:-4}                 # every fine-tune, control included
 alphas=${alphas:-0.001,0.01,0.078125}             # +Channel alpha searched on val (first seed)
@@ -51,7 +52,7 @@ for model_name in ${models}; do
   if [ "${report_only}" != 1 ]; then
     model_name="${model_name}" base_data="${base_data}" decoy_kind=none seeds="${seeds}" \
       variants="${variants}" alphas="${alphas}" betas="${betas}" \
-      train_per_class="${train_per_class}" \
+      train_per_class="${train_per_class}" test_per_class="${test_per_class}" \
       train_epochs="${train_epochs}" doctor_epochs="${doctor_epochs}" out_dir="${out_dir}" \
       results_dir="${results_root}/claims_${model_name}" bash scripts/shortcut_benchmark.sh
   fi
@@ -66,7 +67,7 @@ if [ "${fig3}" = 1 ]; then
       --model_name "${first_model}" \
       --data_name "decoy_${base_data}" \
       --model_path "${runs[0]}/seed${seeds%%,*}/decoy/models/last.pth" \
-      --data_dir "data/shortcut_${base_data}_none_${train_per_class}" \
+      --data_dir "data/shortcut_${base_data}_none_${train_per_class}$([ "${test_per_class}" = 0 ] || echo "_test${test_per_class}")" \
       --deltas "${fig3_deltas}" \
       --out_dir "${fig3_dir}"
   fi

@@ -97,6 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="texture intensity (1-255)")
     p.add_argument("--train_per_class", type=int, default=1000, help="training images kept")
     p.add_argument("--val_per_class", type=int, default=100, help="held-out validation images")
+    p.add_argument("--test_per_class", type=int, default=0,
+                   help="test images kept per class (0: all; fewer: cheaper evaluation)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--train_epochs", type=int, default=30,
                    help="training of both classifiers (30: the converged recipe for smallcnn on "
@@ -188,12 +190,13 @@ class Benchmark:
         strength = f"{args.correlation:g}" if self.photo else \
             "" if args.decoy_kind == "none" else args.decoy_strength
         size = f"_{args.image_size}px" if args.image_size != 64 else ""
-        tag = f"{args.decoy_kind}{strength}{size}_{args.train_per_class}"
+        test = f"_test{args.test_per_class}" if args.test_per_class else ""
+        tag = f"{args.decoy_kind}{strength}{size}_{args.train_per_class}{test}"
         root = Path(args.data_root)
         self.plain = root / args.base_data
         self.decoy_dir = root / f"shortcut_{args.base_data}_{tag}"
         clean = f"photo0{size}" if self.photo else "none"
-        self.clean_dir = root / f"shortcut_{args.base_data}_{clean}_{args.train_per_class}"
+        self.clean_dir = root / f"shortcut_{args.base_data}_{clean}_{args.train_per_class}{test}"
         self.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
@@ -216,7 +219,8 @@ class Benchmark:
         # always: it skips the files that exist and checks the counts (a killed run resumes)
         mnist.convert_mnist(a.base_data, a.source or f"data/raw/{a.base_data}", self.plain,
                             verify=not a.no_verify)
-        split = dict(val_per_class=a.val_per_class, train_per_class=a.train_per_class)
+        split = dict(val_per_class=a.val_per_class, train_per_class=a.train_per_class,
+                     test_per_class=a.test_per_class)
         if self.photo:
             photo_backgrounds.make_photo(self.plain, self.decoy_dir, correlation=a.correlation,
                                          size=a.image_size, **split)
@@ -379,6 +383,7 @@ class Benchmark:
                 "batch_size", "lr", "alpha", "beta", "kernel_layers", "kernel_tau")
         keys += ("correlation",) if self.photo else ()
         keys += ("image_size",) if self.photo and self.args.image_size != 64 else ()
+        keys += ("test_per_class",) if self.args.test_per_class else ()
         # recorded where they differ from the rule every earlier out_dir used
         keys += ("kernel_rule", "kernel_tau_excess", "kernel_top") \
             if self.args.kernel_rule != "share" else ()

@@ -22,6 +22,7 @@ correlation=${correlation:-0.95}              # photo: training images on their 
 image_size=${image_size:-64}                  # photo: 64 or 96 px (96 + correlation=0: the large-image stand-in)
 train_per_class=${train_per_class:-1000}
 val_per_class=${val_per_class:-100}
+test_per_class=${test_per_class:-0}           # 0: the whole test split
 seeds=${seeds:-0,1,2,3,4}                   # the README: 5 here, 3 for the gains
 train_epochs=${train_epochs:-30}             # converged for smallcnn, 1,000/class (curve: RESULTS.md, claims)
 doctor_epochs=${doctor_epochs:-4}
@@ -52,6 +53,7 @@ results_file=${results_file:-}                # RESULTS.md: also write the table
   --image_size "${image_size}" \
   --train_per_class "${train_per_class}" \
   --val_per_class "${val_per_class}" \
+  --test_per_class "${test_per_class}" \
   --seeds "${seeds}" \
   --train_epochs "${train_epochs}" \
   --doctor_epochs "${doctor_epochs}" \

@@ -350,3 +350,24 @@ def test_benchmark_large_image_stand_in_is_one_decoy_free_dataset(plain, tmp_pat
     with pytest.raises(ValueError, match="image_size"):
         shortcut_benchmark.Benchmark(shortcut_benchmark.get_args_parser().parse_args(
             argv[:6] + ["--decoy_kind", "texture", "--image_size", "96"]))
+
+
+def test_test_per_class_keeps_a_seeded_subset_of_the_test_split(plain, tmp_path):
+    """``test_per_class``: that many test images per class, the same ones on a rebuild and in
+    the decoy dataset and its clean twin (paired comparisons see the same images)."""
+    out = {}
+    for kind in ("spot", "none"):
+        out[kind] = tmp_path / kind
+        decoy.make_decoy(plain, out[kind], kind=kind, val_per_class=2, test_per_class=3)
+    again = tmp_path / "again"
+    decoy.make_decoy(plain, again, kind="none", val_per_class=2, test_per_class=3)
+    names = {k: sorted(str(p.relative_to(d / "test")) for p in (d / "test").rglob("*.png"))
+             for k, d in {**out, "again": again}.items()}
+    assert len(names["none"]) == 30
+    assert all(sum(n.startswith(c + "/") for n in names["none"]) == 3
+               for c in (plain / "classes.txt").read_text().split())
+    assert names["spot"] == names["none"] == names["again"]
+    every = sorted(str(p.relative_to(plain / "test")) for p in (plain / "test").rglob("*.png"))
+    assert set(names["none"]) < set(every)
+    train = sorted(p.name for p in (out["none"] / "train").rglob("*.png"))
+    assert len(train) == 10 * (TRAIN - 2)          # the training split is untouched

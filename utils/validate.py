@@ -83,7 +83,8 @@ RULES: dict[str, Rule] = {
     # counts where 0 is a documented setting (off / all / none / the main process)
     **dict.fromkeys((
         "workers", "loader_workers", "seed", "expand_px", "replay_annotated", "replay",
-        "warmup", "num_classes_subset", "val_per_class", "subset_per_class", "per_class",
+        "warmup", "num_classes_subset", "val_per_class", "test_per_class", "subset_per_class",
+        "per_class",
         "gpus_per_job", "loader_images", "seconds"), non_negative_int),
     # loss weights and noise ranges: 0 switches the term off, a negative one inverts it
     **dict.fromkeys((
