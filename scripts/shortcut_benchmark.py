@@ -626,7 +626,9 @@ def goal_failures(entry: dict, scored: dict[str, dict]) -> list[str]:
     if entry["seeds"] < GOAL_SEEDS:
         failed.append(f"{entry['seeds']} seed{'s' * (entry['seeds'] != 1)} < {GOAL_SEEDS}")
     share = entry.get("share")
-    if share is None or share["mean"] < GOAL_SHARE:
+    if share is None:
+        failed.append("no gap in a seed")
+    elif share["mean"] < GOAL_SHARE:
         failed.append(f"share < {100 * GOAL_SHARE:.0f} %")
     if "rrr_all" not in scored:
         failed.append("RRR not run")

@@ -78,7 +78,7 @@ def test_the_goal_is_computed_from_its_criteria():
     flat["clean"][2]["test"] = 0.74
     scored = sb.score(flat)
     assert scored["kernels_reinit_deep"]["share"] is None
-    assert scored["kernels_reinit_deep"]["goal"] == ["share < 90 %"]
+    assert scored["kernels_reinit_deep"]["goal"] == ["no gap in a seed"]
     with pytest.raises(ValueError, match="one result per seed"):
         sb.score({**hand_built_rows(), "control": hand_built_rows()["control"][:2]})
 
