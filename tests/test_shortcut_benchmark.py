@@ -197,3 +197,56 @@ def test_the_random_kernel_control_needs_the_variant_it_controls():
         shortcut_benchmark.Benchmark(parse(["--variants", "kernels_reinit,kernels_reinit_random",
                                             "--gammas", ""]))
     shortcut_benchmark.Benchmark(parse(["--variants", "kernels_reinit,kernels_reinit_random"]))
+
+
+# -- the driver script -------------------------------------------------------------------------
+def run_driver(tmp_path, *args, **env):
+    """scripts/shortcut_benchmark.sh with a stub python that logs its arguments."""
+    import os
+    import subprocess
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
+    stub.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "shortcut_benchmark.sh"
+    clean_env = {k: v for k, v in os.environ.items() if not k.islower()}
+    done = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                          env={**clean_env, "PYTHON": str(stub), **env})
+    return done, (log.read_text().splitlines() if log.is_file() else [])
+
+
+def test_the_driver_without_families_runs_one_benchmark_as_before(tmp_path):
+    done, calls = run_driver(tmp_path, "seeds=0", "results_file=RESULTS.md")
+    assert done.returncode == 0, done.stderr
+    assert len(calls) == 1 and calls[0].startswith("-m scripts.shortcut_benchmark ")
+    for flag in ("--decoy_kind texture", "--decoy_strength 60",
+                 "--out_dir output/shortcut/smallcnn_fashion_mnist_texture60",
+                 "--results_dir results --results_file RESULTS.md"):
+        assert flag in calls[0]
+    _, calls = run_driver(tmp_path, "decoy_kind=none", "out_dir=o")
+    assert len(calls) == 2 and "--decoy_kind none" in calls[1] and "--out_dir o " in calls[1]
+
+
+def test_the_driver_runs_each_family_then_the_suite(tmp_path):
+    done, calls = run_driver(tmp_path, "families=texture,photo", "seeds=0,1,2",
+                             "correlation=0.9", "results_dir=res", "results_file=R.md")
+    assert done.returncode == 0, done.stderr
+    assert len(calls) == 3
+    for call, kind in zip(calls[:2], ("texture", "photo")):
+        assert call.startswith("-m scripts.shortcut_benchmark ")
+        for flag in (f"--decoy_kind {kind}", "--seeds 0,1,2", "--correlation 0.9",
+                     f"--out_dir output/shortcut/smallcnn_fashion_mnist_{kind}60",
+                     f"--results_dir res/{kind}", "--results_file R.md"):
+            assert flag in call, (flag, call)
+    assert calls[2] == ("-m scripts.suite --inputs res/texture/shortcut.json "
+                        "res/photo/shortcut.json --results_dir res --results_file R.md")
+    # one family may keep a given out_dir; several may not share one
+    _, calls = run_driver(tmp_path, "families=glyph", "out_dir=mine")
+    assert "--decoy_kind glyph" in calls[3] and "--out_dir mine " in calls[3]
+    assert calls[4].startswith("-m scripts.suite --inputs results/glyph/shortcut.json")
+    for bad, says in ((["families=glyph,spot", "out_dir=mine"], "out_dir=mine"),
+                      (["families=glyph,,spot"], "an empty name")):
+        done, again = run_driver(tmp_path, *bad)
+        assert done.returncode == 2 and len(again) == 5
+        assert done.stderr.count("\n") == 1
+        assert done.stderr.startswith("shortcut_benchmark.sh: error: ") and says in done.stderr
