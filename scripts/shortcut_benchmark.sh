@@ -5,7 +5,7 @@
 # and ours with 20 masks per class (background kernels suppressed / re-initialised at the first
 # or first two convs, with a random-kernel control; RRR on the annotated images replayed).
 # Per row: random-decoy and decoy-free test, worst group (photo), share of the gap, paired
-# difference to the control with its 95 % CI, whether it meets the goal (README).
+# difference to the control with its 95 % CI, whether it meets the goal (stated under the table).
 # The suite, e.g. families=texture,glyph,spot,photo: this script once per family (its own
 # out_dir, table in results_dir/<family>/, RESULTS.md section), then scripts/suite.py:
 # results_dir/suite.md (section suite_<model>), per treatment and family the share of the gap

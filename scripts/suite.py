@@ -3,7 +3,7 @@ whether it meets the cure's goal.
 
 Reads the ``shortcut.json`` that ``scripts/shortcut_benchmark.py`` wrote for each family (all
 of one network) and scores them as the benchmark's own table does
-(:func:`scripts.shortcut_benchmark.summarize`): the share of the gap is the mean over seeds of
+(:func:`scripts.shortcut_score.summarize`): the share of the gap is the mean over seeds of
 each seed's share with its 95 % t-interval; the goal is met when a treatment recovers at least
 90 % of the gap over at least 3 seeds, scores at least RRR with every mask on the random-decoy
 test and not below the untreated model on the decoy-free test. Writes ``results_dir/suite.md``
@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from scripts.results import write_section
-from scripts.shortcut_benchmark import (GOAL_SEEDS, GOAL_SHARE, LABELS, NOT_TREATMENTS,
-                                        YARDSTICK_POINTS, summarize)
+from scripts.shortcut_score import NOT_TREATMENTS, YARDSTICK_POINTS, goal_text, summarize
+from scripts.variants import LABELS
 from utils import atomic_write_text
 from utils.cli import run_main
 
@@ -75,9 +75,7 @@ def suite_table(families: dict[str, dict]) -> str:
     lines = [f"`{models.pop()}`, {len(names)} shortcut famil{'y' if len(names) == 1 else 'ies'}. "
              f"Per family: the share of the gap recovered on the random-decoy test (mean over "
              f"seeds of each seed's share ± half the 95 % t-interval) and whether the treatment "
-             f"meets the goal there (≥ {100 * GOAL_SHARE:.0f} % of the gap over ≥ {GOAL_SEEDS} "
-             f"seeds, at least RRR with every mask, decoy-free test not below the untreated "
-             f"model's).", "",
+             f"meets the goal there: {goal_text()}.", "",
              "| family | seeds | gap (points) | yardstick: clean reference, random-decoy − "
              "decoy-free test |", "|---|---|---|---|"]
     for name, f in families.items():

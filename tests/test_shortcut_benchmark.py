@@ -8,7 +8,7 @@ import pytest
 
 from metrics.groups import worst_group_accuracy
 from preprocessing import photo_backgrounds
-from scripts import shortcut_benchmark
+from scripts import shortcut_benchmark, shortcut_score
 
 
 def write_idx(folder: Path, per_class: int = 14, size: int = 28):
@@ -68,13 +68,13 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
             "[95 % CI] | meets the goal | vs control, paired [95 % CI] | val top-1 |") in text
     assert "Yardstick check " in text and "worst group" not in text
     scored = result["score"]["models"]
-    assert scored == shortcut_benchmark.summarize(rows)["models"]
+    assert scored == shortcut_score.summarize(rows)["models"]
     deep = next(line for line in text.splitlines()
                 if line.startswith("| +Kernels re-initialised (ours, not in the paper) |"))
     cells = deep.split(" | ")
-    assert cells[5] == shortcut_benchmark.fmt_interval(scored["kernels_reinit_deep"]["vs_control"])
+    assert cells[5] == shortcut_score.fmt_interval(scored["kernels_reinit_deep"]["vs_control"])
     assert cells[5].count("[") == 1                      # two seeds: an interval
-    assert cells[4] == shortcut_benchmark.goal_cell(scored["kernels_reinit_deep"]["goal"])
+    assert cells[4] == shortcut_score.goal_cell(scored["kernels_reinit_deep"]["goal"])
     assert "2 seeds < 3" in cells[4]                     # never met with two seeds
     assert (tmp_path / "results" / "shortcut.png").stat().st_size > 1000
     # 20 training + 4 val images per class after the split, 2 masks per class from sift low

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from scripts import shortcut_benchmark as sb
+from scripts import shortcut_score as sb
 from scripts import suite
+from scripts.shortcut_benchmark import LABELS
 
 T_975_2 = 4.302652729911275     # Student's t, 97.5 % quantile, 2 degrees of freedom
 
@@ -99,24 +100,24 @@ def test_the_benchmark_table_has_the_columns_and_computed_cells():
     scored = sb.summarize(hand_built_rows())["models"]
     assert list(scored) == ["clean", "untreated", "control", "rrr_all", "kernels_reinit",
                             "kernels_reinit_deep"]          # the table's order
-    lines = sb.table_lines(scored, sb.LABELS.get, has_clean=True)
+    lines = sb.table_lines(scored, LABELS.get, has_clean=True)
     assert lines[0] == ("| model | random-decoy test top-1 | decoy-free test top-1 | "
                         "worst group, random-decoy test | share of the gap [95 % CI] | "
                         "meets the goal | vs control, paired [95 % CI] | val top-1 |")
     row = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[2:]}
-    deep = row[sb.LABELS["kernels_reinit_deep"]]
+    deep = row[LABELS["kernels_reinit_deep"]]
     assert deep[1] == "80.7 ± 2.1" and deep[2] == "80.7 ± 1.2" and deep[3] == "60.0 ± 10.0"
     assert deep[4].startswith("92 % [") and deep[5] == "yes"
     half = T_975_2 * 27 ** 0.5 / 3 ** 0.5
     assert deep[6] == f"+15.0 [{15 - half:+.1f}, {15 + half:+.1f}]"
-    assert row[sb.LABELS["kernels_reinit"]][5] == "no: decoy-free below untreated"
-    assert row[sb.LABELS["clean"]][4:7] == ["", "", ""]
+    assert row[LABELS["kernels_reinit"]][5] == "no: decoy-free below untreated"
+    assert row[LABELS["clean"]][4:7] == ["", "", ""]
     # without a clean reference (decoy-free data): no share, no goal, no worst group
     free = {k: v for k, v in hand_built_rows().items() if k != "clean"}
     for rows in free.values():
         for r in rows:
             del r["worst_group"]
-    head = sb.table_lines(sb.score(free), sb.LABELS.get, has_clean=False)[0]
+    head = sb.table_lines(sb.score(free), LABELS.get, has_clean=False)[0]
     assert head == ("| model | test top-1 | decoy-free test top-1 | "
                     "vs control, paired [95 % CI] | val top-1 |")
 
@@ -147,15 +148,15 @@ def test_suite_table_from_two_families(tmp_path):
     assert "| photo0.95 | 0,1,2 | 16.7 | -1.0 (passes, within 3) |" in lines
     assert "| treatment | texture60 | photo0.95 | meets the goal on every family |" in lines
     row = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines if line.startswith("| ")}
-    deep = row[sb.LABELS["kernels_reinit_deep"]]
+    deep = row[LABELS["kernels_reinit_deep"]]
     sd = ((0.95 - 2.75 / 3) ** 2 + 2 * (0.90 - 2.75 / 3) ** 2) ** 0.5 / 2 ** 0.5
     assert deep[1] == f"92 % ± {100 * T_975_2 * sd / 3 ** 0.5:.0f} (yes)"
     assert deep[2].startswith("58 % ± ") and deep[2].endswith("(no)")   # (0.7+0.65+0.4)/3
     assert deep[3] == "no |"
     # shares 1.0, 0.95, 1.0: mean 98 %, sd 0.0289, half-width 4.303 * 0.0289 / sqrt(3) = 7 %
-    assert row[sb.LABELS["kernels_reinit"]][1:] == ["98 % ± 7 (no)", "–", "no |"]
-    assert row[sb.LABELS["rrr_all"]][1] == "50 % ± 0 (no)"
-    assert sb.LABELS["clean"] not in row and sb.LABELS["untreated"] not in row
+    assert row[LABELS["kernels_reinit"]][1:] == ["98 % ± 7 (no)", "–", "no |"]
+    assert row[LABELS["rrr_all"]][1] == "50 % ± 0 (no)"
+    assert LABELS["clean"] not in row and LABELS["untreated"] not in row
     assert (tmp_path / "results" / "suite.md").read_text() == text
     stored = json.loads((tmp_path / "results" / "suite.json").read_text())
     assert stored["texture60"]["models"]["kernels_reinit_deep"]["goal"] == []
@@ -168,7 +169,7 @@ def test_suite_meets_the_goal_on_every_family_only_when_each_does(tmp_path):
     text = suite.main(suite.get_args_parser().parse_args(
         ["--inputs", *map(str, paths), "--results_dir", str(tmp_path / "r")]))
     deep = next(line for line in text.splitlines()
-                if line.startswith(f"| {sb.LABELS['kernels_reinit_deep']} |"))
+                if line.startswith(f"| {LABELS['kernels_reinit_deep']} |"))
     assert deep.endswith("| yes |")
 
 
