@@ -28,7 +28,12 @@ Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all`` and ``rrr_b
 ``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``all`` then
 reuses) are chosen on the ``val`` split (held-out training images with random decoys) of the
 first seed, never on the test split. Every step is skipped when its output exists, so a killed run resumes.
-Writes ``results_dir/shortcut.md``, ``shortcut.json`` and ``shortcut.png``.
+Writes ``results_dir/shortcut.md``, ``shortcut.json`` and ``shortcut.png``: per model the
+random-decoy and decoy-free test top-1, the worst group where the test split records groups
+(photo), and per treatment the share of the gap (clean-trained reference minus untreated model
+on the random-decoy test), the paired difference to the control with its 95 % t-interval and
+whether it meets the goal (:func:`score`); a line checks that the clean reference is a fair
+yardstick (:func:`yardstick`). ``scripts/suite.py`` summarises several families.
 """
 from __future__ import annotations
 
@@ -46,19 +51,24 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import loaders  # noqa: E402
 from core import grad_calculate, image_sift  # noqa: E402
 from core.config import DoctorConfig, TestConfig, TrainConfig, finished  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
 from core.engine import run_test, run_train  # noqa: E402
+from core.entry import load_trained_model  # noqa: E402
 from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # noqa: E402
                            synthetic_labelme)
 from core.kernels import add_kernel_rule_args  # noqa: E402
+from metrics.groups import worst_group_accuracy  # noqa: E402
 from scripts.results import commit, write_section  # noqa: E402
 from scripts.dirs import ExperimentDirs  # noqa: E402
+from scripts.shortcut_score import (goal_text, points, summarize, table_lines,  # noqa: E402
+                                    yardstick_line)
 from scripts.variants import LABELS as VARIANT_LABELS, VARIANTS as VARIANT_TABLE  # noqa: E402
-from utils import atomic_write_text  # noqa: E402
+from utils import atomic_write_text, get_device  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 
 VARIANTS = tuple(VARIANT_TABLE)   # names, labels and searched weights: scripts/variants.py
@@ -330,11 +340,39 @@ class Benchmark:
         atomic_write_text(out, json.dumps(shares) + "\n")
         return shares
 
+    def predictions(self, model: Path, data_dir: Path, split: str) -> dict:
+        """Per-image predictions of ``model`` on ``split`` (:func:`predict_split`), cached
+        beside the other evaluations (a resumed run does not recompute them)."""
+        out = model.parent / f"bench_{data_dir.name}_{split}_predictions.json"
+        if out.is_file():
+            return json.loads(out.read_text())
+        cfg = TestConfig.parse(self.common + ["--model_path", str(model), "--data_dir",
+                                              str(data_dir), "--data_type", split])
+        result = predict_split(cfg)
+        atomic_write_text(out, json.dumps(result) + "\n")
+        return result
+
+    def worst_group(self, model: Path) -> float | None:
+        """Worst-group accuracy on the random-decoy test split, where the split records its
+        images' groups (``groups.csv``: the photo family's (class, place agrees)); else None."""
+        groups_csv = self.decoy_dir / "test" / "groups.csv"
+        if not groups_csv.is_file():
+            return None
+        group = {r["file"]: r["group"] for r in photo_backgrounds.read_groups(groups_csv)}
+        p = self.predictions(model, self.decoy_dir, "test")
+        missing = [f for f in p["files"] if f not in group]
+        if missing:
+            raise ValueError(f"{groups_csv} has no group for {len(missing)} test image(s), "
+                             f"e.g. {missing[0]}: rebuild the dataset")
+        return worst_group_accuracy(p["preds"], p["labels"], [group[f] for f in p["files"]])
+
     def scores(self, model: Path) -> dict:
-        return {"val": self.evaluate(model, self.decoy_dir, "val"),
-                "test": self.evaluate(model, self.decoy_dir, "test"),
-                "clean_test": self.evaluate(model, self.clean_dir, "test"),
-                "background_share": self.diagnose(model)}
+        scores = {"val": self.evaluate(model, self.decoy_dir, "val"),
+                  "test": self.evaluate(model, self.decoy_dir, "test"),
+                  "clean_test": self.evaluate(model, self.clean_dir, "test"),
+                  "background_share": self.diagnose(model)}
+        worst = self.worst_group(model)
+        return scores if worst is None else {**scores, "worst_group": worst}
 
     def variant_args(self, name: str, masks: Path, grads: Path, value: float | None,
                      chosen: dict[str, float] | None = None) -> list[str]:
@@ -441,7 +479,7 @@ class Benchmark:
             print(f"seed {seed} done in {time.time() - t0:.0f} s", flush=True)
         result = {"args": vars(a), "rows": rows,
                   "search": {k: {f"{h:g}": v for h, v in d.items()} for k, d in search.items()},
-                  "chosen": chosen}
+                  "chosen": chosen, "score": summarize(rows)}
         self.write(result)
         return result
 
@@ -451,12 +489,9 @@ class Benchmark:
     def write(self, result: dict) -> None:
         a, rows = self.args, result["rows"]
         out = Path(a.results_dir)
-        keys = [k for k in ("clean", "untreated", *VARIANTS) if k in rows]
+        scored = result["score"]["models"]
+        keys = list(scored)
         test = "random-decoy test" if self.has_clean else "test"
-        stats = {k: {m: mean_std([r[m] for r in rows[k]]) for m in ("test", "val", "clean_test")}
-                 for k in keys}
-        base = stats["untreated"]["test"][0]
-        gap = stats["clean"]["test"][0] - base if self.has_clean else None
         lines = [
             f"`{a.model_name}` on {a.base_data} ({a.train_per_class} training images per "
             f"class), decoy `{a.decoy_kind}`"
@@ -467,19 +502,22 @@ class Benchmark:
             f"cosine, batch {a.batch_size}); {a.budget} annotated images per class from "
             f"`sift low`; paper weights alpha {a.alpha:.3f}, beta {a.beta:g}"
             + ("; alpha and beta chosen on val, below." if a.alphas or a.betas else "."), "",
-            f"| model | {test} top-1 | vs control | share of the gap recovered | val top-1 "
-            "| decoy-free test top-1 |", "|---|---|---|---|---|---|"]
-        control = stats["control"]["test"][0] if "control" in stats else None
-        for k in keys:
-            t, v, c = stats[k]["test"], stats[k]["val"], stats[k]["clean_test"]
-            treated = k not in ("clean", "untreated")
-            vs = f"{t[0] - control:+.1f}" if treated and control is not None else ""
-            rec = f"{100 * (t[0] - base) / gap:.0f} %" if treated and gap else ""
-            lines.append(f"| {self.label(k)} | {t[0]:.1f} ± {t[1]:.1f} | {vs} | {rec} | "
-                         f"{v[0]:.1f} ± {v[1]:.1f} | {c[0]:.1f} ± {c[1]:.1f} |")
-        if gap is not None:
-            lines += ["", f"Gap: the clean-trained reference minus the untreated decoy model on "
-                          f"the random-decoy test set, {gap:.1f} points."]
+            *table_lines(scored, self.label, self.has_clean), ""]
+        if "control" in rows:
+            lines.append("vs control: the paired per-seed difference of the test top-1 to the "
+                         "fine-tune control, mean [95 % t-interval over seeds].")
+        if self.has_clean:
+            gap = statistics.mean(c - u for c, u in zip(points(rows, "clean", "test"),
+                                                          points(rows, "untreated", "test")))
+            lines += [
+                f"Gap: the clean-trained reference minus the untreated decoy model on the "
+                f"random-decoy test set, {gap:.1f} points (mean over seeds). Share of the gap: "
+                f"the mean over seeds of each seed's share, [95 % t-interval]. The goal: "
+                f"{goal_text()}.",
+                yardstick_line(result["score"]["yardstick"])]
+        if any("worst_group" in e for e in scored.values()):
+            lines.append("Worst group: the lowest accuracy over the groups (class, background "
+                         "place agrees with the class) of the random-decoy test set.")
         for name, (label, _) in SEARCHED.items():
             if result["search"].get(name):
                 lines.append(f"Searched on the val split of the first seed: {label} "
@@ -508,8 +546,8 @@ class Benchmark:
                           a.results_file, measured_on=recorded)
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(16, 1.2 + 0.4 * len(keys)),
                                      layout="constrained")
-        ax.barh([self.label(k) for k in keys][::-1], [stats[k]["test"][0] for k in keys][::-1],
-                xerr=[stats[k]["test"][1] for k in keys][::-1], color="tab:blue")
+        ax.barh([self.label(k) for k in keys][::-1], [scored[k]["test"][0] for k in keys][::-1],
+                xerr=[scored[k]["test"][1] for k in keys][::-1], color="tab:blue")
         ax.set_xlabel(f"{test} top-1 (%)")
         ax.set_title("Treatment")
         width = 0.8 / len(shares)
@@ -527,10 +565,20 @@ class Benchmark:
         print(text)
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation in percent (0 for one value)."""
-    values = [100 * v for v in values]
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def predict_split(cfg: TestConfig) -> dict:
+    """``cfg.model_path``'s prediction for every image of the ``cfg.data_type`` split of
+    ``cfg.data_dir`` (eval transforms, dataset order): ``{"files": ["<class>/<file>", ...],
+    "labels": [...], "preds": [...]}``."""
+    args = cfg.namespace()
+    device = get_device(args.device, args.device_index)
+    dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
+                                    args.in_channels, train_transform=False)
+    setup = load_trained_model(args, dataset.classes, device)
+    loader = loaders.make_loader(dataset, args.batch_size or setup.spec.batch_size, False,
+                                 args.workers, device)
+    p = image_sift.predict(setup.model, loader, device, progress=False)
+    return {"files": [rel for rel, _ in dataset.samples], "labels": p.labels.tolist(),
+            "preds": p.preds.tolist()}
 
 
 def main(args: argparse.Namespace) -> dict:

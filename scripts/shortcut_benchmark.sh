@@ -3,8 +3,13 @@
 # there, section <shortcut|gains>_<model>_<decoy_kind>): a decoy the model takes, and whether each
 # treatment cures it — untreated, fine-tune control, the paper's +All, RRR with every mask,
 # and ours with 20 masks per class (background kernels suppressed / re-initialised at the first
-# or first two convs, with a random-kernel control; RRR on the annotated images replayed);
-# mean ± std over seeds.
+# or first two convs, with a random-kernel control; RRR on the annotated images replayed).
+# Per row: random-decoy and decoy-free test, worst group (photo), share of the gap, paired
+# difference to the control with its 95 % CI, whether it meets the goal (stated under the table).
+# The suite, e.g. families=texture,glyph,spot,photo: this script once per family (its own
+# out_dir, table in results_dir/<family>/, RESULTS.md section), then scripts/suite.py:
+# results_dir/suite.md (section suite_<model>), per treatment and family the share of the gap
+# and whether it meets the goal.
 # Fashion-MNIST comes from data/raw/fashion_mnist or Debian's dataset-fashion-mnist.
 # The paper's gains on real, decoy-free data (results/gains.md):
 #   seeds=0,1,2 decoy_kind=none variants=control,channel,space,all bash scripts/shortcut_benchmark.sh
@@ -12,12 +17,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_args.sh "$@"   # name=value arguments; unknown names refused
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+family_out_dir() {   # a family's runs, named from the experiment
+  echo "output/shortcut/${model_name}_${base_data}_$1$([ "$1" = none ] || echo "$decoy_strength")"
+}
 
 model_name=${model_name:-smallcnn}
 base_data=${base_data:-fashion_mnist}
 source_dir=${source_dir:-data/raw/${base_data}}
-decoy_kind=${decoy_kind:-texture}             # texture | shade (DecoyMNIST) | none
-decoy_strength=${decoy_strength:-60}
+families=${families:-}                        # comma list of decoy kinds: the suite; empty: decoy_kind alone
+decoy_kind=${decoy_kind:-texture}             # texture | shade (DecoyMNIST) | glyph | spot | photo | none
+# each family's own setting (the other kinds ignore it)
+decoy_strength=${decoy_strength:-60}          # texture: its intensity (1-255)
 correlation=${correlation:-0.95}              # photo: training images on their class's place
 image_size=${image_size:-64}                  # photo: 64 or 96 px (96 + correlation=0: the large-image stand-in)
 train_per_class=${train_per_class:-1000}
@@ -39,9 +49,35 @@ kernel_top=${kernel_top:-0.1}                 # rank: fraction of kernels flagge
 kernel_layers=${kernel_layers:--1}            # -1 = the first conv
 deep_kernel_layers=${deep_kernel_layers:--1,-2}  # kernels_reinit_deep: the first two convs
 variants=${variants:-}                  # empty: the driver's default list; names: scripts/variants.py
-out_dir=${out_dir:-output/shortcut/${model_name}_${base_data}_${decoy_kind}$([ "$decoy_kind" = none ] || echo "$decoy_strength")}
-results_dir=${results_dir:-results}
-results_file=${results_file:-}                # RESULTS.md: also write the table there
+out_dir=${out_dir:-$(family_out_dir "${decoy_kind}")}
+results_dir=${results_dir:-results}           # with families: results_dir/<family>/ and suite.md
+results_file=${results_file:-}                # RESULTS.md: also write the tables there
+
+if [ -n "${families}" ]; then   # the suite: this script once per family, then the summary
+  IFS=, read -r -a kinds <<< "${families}"
+  if [ "${#kinds[@]}" -eq 0 ] || printf '%s\n' "${kinds[@]}" | grep -qx ''; then
+    echo "shortcut_benchmark.sh: error: families=${families}: an empty name" >&2
+    exit 2
+  fi
+  given_out_dir=""
+  if [ "${out_dir}" != "$(family_out_dir "${decoy_kind}")" ]; then given_out_dir=${out_dir}; fi
+  if [ -n "${given_out_dir}" ] && [ "${#kinds[@]}" -gt 1 ]; then
+    echo "shortcut_benchmark.sh: error: out_dir=${out_dir} would hold every family's runs;" \
+         "leave it unset with families=${families} (each family gets its own)" >&2
+    exit 2
+  fi
+  inputs=()
+  for kind in "${kinds[@]}"; do
+    families="" decoy_kind="${kind}" out_dir="${given_out_dir:-$(family_out_dir "${kind}")}" \
+      results_dir="${results_dir}/${kind}" bash scripts/shortcut_benchmark.sh
+    inputs+=("${results_dir}/${kind}/shortcut.json")
+  done
+  "${PYTHON}" -m scripts.suite \
+    --inputs "${inputs[@]}" \
+    --results_dir "${results_dir}" \
+    ${results_file:+--results_file "${results_file}"}
+  exit 0
+fi
 
 "${PYTHON}" -m scripts.shortcut_benchmark \
   --model_name "${model_name}" \

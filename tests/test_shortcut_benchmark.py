@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts import shortcut_benchmark
+from metrics.groups import worst_group_accuracy
+from preprocessing import photo_backgrounds
+from scripts import shortcut_benchmark, shortcut_score
 
 
 def write_idx(folder: Path, per_class: int = 14, size: int = 28):
@@ -61,6 +63,19 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     text = (tmp_path / "results" / "shortcut.md").read_text()
     assert "+Kernels re-initialised (ours, not in the paper)" in text
     assert "Background kernels re-initialised" in text and "± " in text and "chosen" in text
+    # the table's columns, computed from the rows: texture has no groups, so no worst group
+    assert ("| model | random-decoy test top-1 | decoy-free test top-1 | share of the gap "
+            "[95 % CI] | meets the goal | vs control, paired [95 % CI] | val top-1 |") in text
+    assert "Yardstick check " in text and "worst group" not in text
+    scored = result["score"]["models"]
+    assert scored == shortcut_score.summarize(rows)["models"]
+    deep = next(line for line in text.splitlines()
+                if line.startswith("| +Kernels re-initialised (ours, not in the paper) |"))
+    cells = deep.split(" | ")
+    assert cells[5] == shortcut_score.fmt_interval(scored["kernels_reinit_deep"]["vs_control"])
+    assert cells[5].count("[") == 1                      # two seeds: an interval
+    assert cells[4] == shortcut_score.goal_cell(scored["kernels_reinit_deep"]["goal"])
+    assert "2 seeds < 3" in cells[4]                     # never met with two seeds
     assert (tmp_path / "results" / "shortcut.png").stat().st_size > 1000
     # 20 training + 4 val images per class after the split, 2 masks per class from sift low
     assert len(list((tmp_path / "out" / "seed0" / "masks").rglob("*.png"))) == 2 * 10
@@ -73,6 +88,72 @@ def test_benchmark_tiny_end_to_end_and_resume(tmp_path):
     assert (tmp_path / "out" / "seed1" / "kernels_reinit_deep" / "result.json"
             ).stat().st_mtime == mtime
     assert json.loads((tmp_path / "results" / "shortcut.json").read_text())["rows"] == rows
+
+
+def test_worst_group_joins_cached_predictions_to_the_test_groups(tmp_path):
+    """Hand-built: a test split's groups.csv and a model's cached predictions; the worst
+    group is (class 1, place disagrees): 1 right of 3."""
+    args = shortcut_benchmark.get_args_parser().parse_args(
+        ["--decoy_kind", "photo", "--data_root", str(tmp_path / "data")])
+    bench = shortcut_benchmark.Benchmark(args)
+    test = bench.decoy_dir / "test"
+    test.mkdir(parents=True)
+    files = ["a/0.png", "a/1.png", "a/2.png", "b/3.png", "b/4.png", "b/5.png", "b/6.png"]
+    labels = [0, 0, 0, 1, 1, 1, 1]
+    agrees = [1, 1, 0, 0, 0, 0, 1]
+    preds = [0, 1, 0, 1, 0, 0, 1]     # groups 1: 1/2, 0: 1/1, 2: 1/3, 3: 1/1
+    (test / "groups.csv").write_text("file,class,place,agrees,group,top,left,side\n" + "".join(
+        f"{f},{c},sky,{a},{2 * c + a},0,0,28\n" for f, c, a in zip(files, labels, agrees)))
+    model = tmp_path / "run" / "last.pth"
+    model.parent.mkdir()
+    # cached in the dataset order, which need not be the csv's
+    order = [6, 0, 3, 1, 4, 2, 5]
+    (model.parent / f"bench_{bench.decoy_dir.name}_test_predictions.json").write_text(
+        json.dumps({"files": [files[i] for i in order], "labels": [labels[i] for i in order],
+                    "preds": [preds[i] for i in order]}))
+    assert bench.worst_group(model) == pytest.approx(1 / 3)
+    (test / "groups.csv").write_text("file,class,place,agrees,group,top,left,side\n"
+                                     "a/0.png,0,sky,1,1,0,0,28\n")
+    with pytest.raises(ValueError, match="no group for 6 test image"):
+        bench.worst_group(model)
+    (test / "groups.csv").unlink()
+    assert bench.worst_group(model) is None            # no groups: not defined
+
+
+@pytest.mark.e2e
+def test_photo_tiny_run_reports_the_worst_group(tmp_path):
+    write_idx(tmp_path / "raw", per_class=8)
+    argv = ["--base_data", "fashion_mnist", "--source", str(tmp_path / "raw"), "--no_verify",
+            "--data_root", str(tmp_path / "data"), "--out_dir", str(tmp_path / "out"),
+            "--results_dir", str(tmp_path / "results"), "--decoy_kind", "photo",
+            "--train_per_class", "6", "--val_per_class", "1", "--seeds", "0",
+            "--train_epochs", "1", "--doctor_epochs", "1", "--budget", "2", "--num_high", "2",
+            "--batch_size", "16", "--variants", "control,rrr_all", "--rrr_lambdas", "1"]
+    args = shortcut_benchmark.get_args_parser().parse_args(argv)
+    result = shortcut_benchmark.main(args)
+    rows = result["rows"]
+    for key in ("clean", "untreated", "control", "rrr_all"):
+        worst = rows[key][0]["worst_group"]
+        assert 0 <= worst <= rows[key][0]["test"]       # the worst group is at most the mean
+    # the cached predictions agree with the evaluation's top-1
+    run = tmp_path / "out" / "seed0" / "control"
+    name = "shortcut_fashion_mnist_photo0.95_6"
+    cached = json.loads((run / f"bench_{name}_test_predictions.json").read_text())
+    assert len(cached["files"]) == 4 * 10
+    hits = sum(p == y for p, y in zip(cached["preds"], cached["labels"]))
+    assert hits / len(cached["files"]) == pytest.approx(rows["control"][0]["test"])
+    groups = {r["file"]: r["group"] for r in photo_backgrounds.read_groups(
+        tmp_path / "data" / name / "test" / "groups.csv")}
+    assert rows["control"][0]["worst_group"] == worst_group_accuracy(
+        cached["preds"], cached["labels"], [groups[f] for f in cached["files"]])
+    text = (tmp_path / "results" / "shortcut.md").read_text()
+    assert "| worst group, random-decoy test |" in text and "Worst group:" in text
+    control = next(line for line in text.splitlines() if line.startswith("| Fine-tune control"))
+    assert f"| {100 * rows['control'][0]['worst_group']:.1f} ± 0.0 |" in control
+    # resumed: the predictions are read back, not recomputed
+    mtime = (run / f"bench_{name}_test_predictions.json").stat().st_mtime_ns
+    assert shortcut_benchmark.main(args)["rows"] == rows
+    assert (run / f"bench_{name}_test_predictions.json").stat().st_mtime_ns == mtime
 
 
 @pytest.mark.e2e
@@ -116,3 +197,56 @@ def test_the_random_kernel_control_needs_the_variant_it_controls():
         shortcut_benchmark.Benchmark(parse(["--variants", "kernels_reinit,kernels_reinit_random",
                                             "--gammas", ""]))
     shortcut_benchmark.Benchmark(parse(["--variants", "kernels_reinit,kernels_reinit_random"]))
+
+
+# -- the driver script -------------------------------------------------------------------------
+def run_driver(tmp_path, *args, **env):
+    """scripts/shortcut_benchmark.sh with a stub python that logs its arguments."""
+    import os
+    import subprocess
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
+    stub.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "shortcut_benchmark.sh"
+    clean_env = {k: v for k, v in os.environ.items() if not k.islower()}
+    done = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                          env={**clean_env, "PYTHON": str(stub), **env})
+    return done, (log.read_text().splitlines() if log.is_file() else [])
+
+
+def test_the_driver_without_families_runs_one_benchmark_as_before(tmp_path):
+    done, calls = run_driver(tmp_path, "seeds=0", "results_file=RESULTS.md")
+    assert done.returncode == 0, done.stderr
+    assert len(calls) == 1 and calls[0].startswith("-m scripts.shortcut_benchmark ")
+    for flag in ("--decoy_kind texture", "--decoy_strength 60",
+                 "--out_dir output/shortcut/smallcnn_fashion_mnist_texture60",
+                 "--results_dir results --results_file RESULTS.md"):
+        assert flag in calls[0]
+    _, calls = run_driver(tmp_path, "decoy_kind=none", "out_dir=o")
+    assert len(calls) == 2 and "--decoy_kind none" in calls[1] and "--out_dir o " in calls[1]
+
+
+def test_the_driver_runs_each_family_then_the_suite(tmp_path):
+    done, calls = run_driver(tmp_path, "families=texture,photo", "seeds=0,1,2",
+                             "correlation=0.9", "results_dir=res", "results_file=R.md")
+    assert done.returncode == 0, done.stderr
+    assert len(calls) == 3
+    for call, kind in zip(calls[:2], ("texture", "photo")):
+        assert call.startswith("-m scripts.shortcut_benchmark ")
+        for flag in (f"--decoy_kind {kind}", "--seeds 0,1,2", "--correlation 0.9",
+                     f"--out_dir output/shortcut/smallcnn_fashion_mnist_{kind}60",
+                     f"--results_dir res/{kind}", "--results_file R.md"):
+            assert flag in call, (flag, call)
+    assert calls[2] == ("-m scripts.suite --inputs res/texture/shortcut.json "
+                        "res/photo/shortcut.json --results_dir res --results_file R.md")
+    # one family may keep a given out_dir; several may not share one
+    _, calls = run_driver(tmp_path, "families=glyph", "out_dir=mine")
+    assert "--decoy_kind glyph" in calls[3] and "--out_dir mine " in calls[3]
+    assert calls[4].startswith("-m scripts.suite --inputs results/glyph/shortcut.json")
+    for bad, says in ((["families=glyph,spot", "out_dir=mine"], "out_dir=mine"),
+                      (["families=glyph,,spot"], "an empty name")):
+        done, again = run_driver(tmp_path, *bad)
+        assert done.returncode == 2 and len(again) == 5
+        assert done.stderr.count("\n") == 1
+        assert done.stderr.startswith("shortcut_benchmark.sh: error: ") and says in done.stderr
