@@ -58,6 +58,7 @@ TREATMENTS = {"channel": ("channel", "+Channel"), "space": ("space", "+Space"),
               "all": ("all", "+All")}   # variant -> (Table 1 column, label)
 SEARCH_PREFIX = {"channel": ("channel_a", "alpha"), "space": ("space_b", "beta")}
 RULES = {"final": "final epoch", "best": "best test epoch (released rule)"}
+PAPER_ABLATIONS = Path(__file__).resolve().with_name("paper_ablations.csv")
 
 
 # -- curves ---------------------------------------------------------------------------------
@@ -214,7 +215,9 @@ def paper_ablation(paper: list[dict], study: str, variant: str, setting: int,
     * expansion: the paper's pixels scaled from its image side to ours (``size``), rounded;
     * depth: the same layer (the paper's text gives the last conv only)."""
     rows = [r for r in paper if r["study"] == study and r["variant"] == variant]
-    where = lambda r: f"paper, {r['model']} {r['data_name']}, {r['source'].split(' (')[0]}"  # noqa: E731
+
+    def where(r: dict) -> str:
+        return f"paper, {r['model']} {r['data_name']}, {r['source'].split(' (')[0]}"
     if study == "annotations" and ratio is not None and rows:
         best = min(rows, key=lambda r: abs(float(r["ratio"]) - ratio))
         if abs(float(best["ratio"]) - ratio) <= ANNOTATION_TOLERANCE * float(best["ratio"]):
@@ -668,9 +671,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="out_dir of scripts/shortcut_benchmark.sh runs (one per setting)")
     p.add_argument("--paper_table", default="scripts/paper_table1.csv",
                    help="the paper's Table 1 (model,data_name,base,all,space,channel)")
-    p.add_argument("--paper_ablations", default="scripts/paper_ablations.csv",
-                   help="the paper's Tables 2, 3 and Fig. 6 "
-                        "(study,source,model,data_name,image_size,variant,setting,ratio,gain)")
+    p.add_argument("--paper_ablations", default=None,
+                   help="the paper's Tables 2, 3 and Fig. 6 (study,source,model,data_name,"
+                        "image_size,variant,setting,ratio,gain; default: "
+                        "scripts/paper_ablations.csv beside this script)")
     p.add_argument("--results_file", default="RESULTS.md", help="section 'claims' written here")
     p.add_argument("--figures_dir", default="results_figures",
                    help="convergence curves (PNG), tracked beside RESULTS.md (results/ is ignored)")
@@ -694,6 +698,7 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> str:
             parser.error(f"--runs: {run} holds no config.json (not a shortcut_benchmark out_dir)")
     if not Path(args.paper_table).is_file():
         parser.error(f"--paper_table: {args.paper_table} not found")
+    args.paper_ablations = args.paper_ablations or str(PAPER_ABLATIONS)
     if not Path(args.paper_ablations).is_file():
         parser.error(f"--paper_ablations: {args.paper_ablations} not found")
     if args.robustness_json and not Path(args.robustness_json).is_file():

@@ -17,7 +17,7 @@ PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo pyt
 export PYTHON
 
 claims=${claims:-"channel space"}                 # Table 1 columns measured: channel space all
-models=${models:-smallcnn}                        # one setting per network (none: only the stand-in)
+models=${models:-smallcnn}                        # one setting per network (none: stand-in only)
 base_data=${base_data:-fashion_mnist}
 seeds=${seeds:-0,1,2,3,4,5,6,7,8,9}
 train_per_class=${train_per_class:-1000}
@@ -49,7 +49,9 @@ annotation_budgets=${annotation_budgets:-5,10,20}  # per class; at most the 20 s
 # 13,17 at 96 px), and its default 30 px the same way for the other studies (13 at 96 px)
 paper_expansions=0,5,10,20,30,40
 scaled=""
-for px in ${paper_expansions//,/ }; do scaled="${scaled:+${scaled},}$(( (px * standin_size + 112) / 224 ))"; done
+for px in ${paper_expansions//,/ }; do
+  scaled="${scaled:+${scaled},}$(( (px * standin_size + 112) / 224 ))"
+done
 expansions=${expansions:-${scaled}}
 ablation_expand_px=${ablation_expand_px:-$(( (30 * standin_size + 112) / 224 ))}
 depth_layers=${depth_layers:-0,1,2,3}             # conv layers, 0 = the last

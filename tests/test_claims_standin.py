@@ -4,6 +4,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,60 @@ def test_the_driver_refuses_a_bad_ablation_setting_in_one_line(tmp_path, env, me
     done, calls = run_driver(tmp_path, standin_models="squeezenet", **env)
     assert done.returncode == 2 and not calls
     assert done.stderr.strip() == f"reproduce_claims.sh: error: {message}"
+
+
+# -- end to end ------------------------------------------------------------------------------
+@pytest.mark.e2e
+def test_the_driver_end_to_end_on_a_tiny_stand_in_with_one_ablation(tmp_path):
+    """reproduce_claims.sh for real on tiny Fashion-MNIST-format files: the 96 px stand-in
+    (2 seeds), Table 3 on both, the report. It runs in a folder that links the code, so its
+    data/, output/ and RESULTS.md stay there; the python wrapper only adds --no_verify (the
+    tiny files have no official counts)."""
+    from tests.test_shortcut_benchmark import write_idx
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in {"data", "output", "results", "RESULTS.md", ".git"}:
+            (repo / entry.name).symlink_to(entry)
+    write_idx(repo / "data" / "raw" / "fashion_mnist", per_class=6, size=28)
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nif [ "$2" = scripts.shortcut_benchmark ]; then\n'
+                      f'  exec {sys.executable} "$@" --no_verify\nfi\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = {"PYTHON": str(python), "OMP_NUM_THREADS": "1", "models": "none",
+           "standin_models": "smallcnn", "standin_per_class": "4", "val_per_class": "1",
+           "standin_seeds": "0,1", "standin_epochs": "2", "doctor_epochs": "1", "budget": "2",
+           "betas": "1", "ablations": "expansion", "expansions": "0,2", "fig3": "0",
+           "acc_tol": "100", "loss_tol": "100", "results_file": "RESULTS.md",
+           "figures_dir": "figs", "results_root": "results"}
+    done = subprocess.run(["bash", str(repo / "scripts" / "reproduce_claims.sh")],
+                          capture_output=True, text=True, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = repo / "output" / "claims" / "smallcnn_photo96"
+    table = json.loads((out / "seed1" / "ablation" / "ablation_expansion.json").read_text())
+    assert [(r["setting"], r["run"]) for r in table["rows"]] == [
+        (0, "expansion/space_px0"), (2, "expansion/space_px2")]
+    assert (out / "seed1" / "ablation" / "expansion" / "space_px2" / "models" /
+            "epochs.jsonl").is_file()
+    written = (repo / "RESULTS.md").read_text()
+    name = "Table 1, STL-10 stand-in (96 px Fashion-MNIST on photographs)"
+    for label in ("+Space", "+All"):   # smallcnn: the median of the paper's STL-10 column
+        row = written.split(f"| {name}, {label} (smallcnn) | final epoch | ")[1].split("\n")[0]
+        assert "(paper's median over its 16 networks) |" in row and "n = 2 |" in row
+    claim = "| Table 3, STL-10 stand-in, +Space, mask expanded 2 px (smallcnn) | final epoch | "
+    assert claim + "+0.43 (paper, vgg16 mnin, Table 3: 5 px at 224 px) |" in written
+    assert written.split(claim)[1].split("|")[1].strip().endswith("n = 2")
+    assert "| Table 2: gain vs annotated images per class | – | – | – | not run" in written
+    assert not (ROOT / "output" / "claims" / "smallcnn_photo96").exists()
+
+
+def test_a_missing_paper_ablations_file_is_one_error_line(tmp_path, capsys):
+    root = standin_setting(tmp_path / "s")
+    args = claims.get_args_parser().parse_args(
+        ["--runs", str(root), "--paper_ablations", str(tmp_path / "none.csv")])
+    with pytest.raises(SystemExit) as exc:
+        claims.main(args, [])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2
+    assert err[-1] == ("python -m scripts.claims: error: --paper_ablations: "
+                       f"{tmp_path / 'none.csv'} not found")
