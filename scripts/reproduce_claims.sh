@@ -48,11 +48,9 @@ annotation_budgets=${annotation_budgets:-5,10,20}  # per class; at most the 20 s
 # Table 3's 0,5,10,20,30,40 px at 224 px scaled to the side (round(px * side / 224): 0,2,4,9,
 # 13,17 at 96 px), and its default 30 px the same way for the other studies (13 at 96 px)
 paper_expansions=0,5,10,20,30,40
-scaled=""
-for px in ${paper_expansions//,/ }; do
-  scaled="${scaled:+${scaled},}$(( (px * standin_size + 112) / 224 ))"
-done
-expansions=${expansions:-${scaled}}
+scaled=()
+for px in ${paper_expansions//,/ }; do scaled+=("$(( (px * standin_size + 112) / 224 ))"); done
+expansions=${expansions:-$(IFS=,; echo "${scaled[*]}")}
 ablation_expand_px=${ablation_expand_px:-$(( (30 * standin_size + 112) / 224 ))}
 depth_layers=${depth_layers:-0,1,2,3}             # conv layers, 0 = the last
 ablation_variants=${ablation_variants:-space}     # Tables 2 and 3: +Space (or all)
@@ -86,9 +84,11 @@ for seed in ${ablation_seeds//,/ }; do
     *) fail "ablation_seeds: ${seed} is not one of standin_seeds (${standin_seeds})" ;;
   esac
 done
+# the benchmark's names (scripts/shortcut_benchmark.py: data_name, Benchmark.decoy_dir)
 size_tag=$([ "${standin_size}" = 64 ] || echo "${standin_size}")
+px_tag=$([ "${standin_size}" = 64 ] || echo "_${standin_size}px")
 standin_data_name=photo_fashion_mnist${size_tag}
-standin_data_dir=data/shortcut_fashion_mnist_photo0${size_tag:+_${size_tag}px}_${standin_per_class}
+standin_data_dir=data/shortcut_fashion_mnist_photo0${px_tag}_${standin_per_class}
 
 runs=()
 for model_name in ${models}; do
