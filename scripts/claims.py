@@ -598,9 +598,10 @@ def not_run(settings: dict[str, dict]) -> list[tuple[str, str]]:
         "Table 1, real large images (STL-10 at 96 px, mini-ImageNet at 224 px): +Channel / "
         "+Space / +All", "the datasets, 20 annotated images per class and a GPU: 16 × 2 × 3 "
         f"trainings at 96/224 px; GPU-weeks ({stand_in})")]
+    model = standins[0]["config"]["model_name"] if standins else "squeezenet"
     for study, (_, claim, _) in STUDIES.items():
         if not any(study in res["ablations"] for res in standins):
-            rows.append((claim, f"`standin_models=squeezenet ablations={study} bash "
+            rows.append((claim, f"`standin_models={model} ablations={study} bash "
                                 f"scripts/reproduce_claims.sh` ({STUDY_NEEDS[study]} on the "
                                 "stand-in's seeds, `scripts/ablation.py`); the paper's at "
                                 "224 px with a GPU: a GPU-day"))
