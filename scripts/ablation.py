@@ -442,9 +442,11 @@ def main(args: argparse.Namespace) -> list[dict]:
         raise RuntimeError(f"{len(failed)} run(s) failed: {', '.join(failed)}; rerun to retry "
                            f"them (finished runs are reused)")
     result = {run.run_dir: outcomes[name].result for name, (_, run) in tasks.items()}
-    rows = [row(p.setting, p.variant, result[p.run.run_dir], **p.extra) for p in plan]
+    # "run": the run folder under work_dir, where its per-epoch record is (scripts/claims.py)
+    rows = [row(p.setting, p.variant, result[p.run.run_dir],
+                run=str(p.run.run_dir.relative_to(work)), **p.extra) for p in plan]
     ctrl = None if args.no_control else \
-        row("control", "control", result[control(args).run_dir])
+        row("control", "control", result[control(args).run_dir], run="control")
     table = format_table(args.study, rows, info, ctrl, args)
     out = Path(args.out_dir)
     atomic_write_text(out / f"ablation_{args.study}.md", table)

@@ -18,6 +18,14 @@ For each setting (one ``--runs`` folder of ``scripts/shortcut_benchmark.py``, de
   selection bias (best test epoch minus final).
 * **verdict** against the paper's Table 1 number (see ``verdict``).
 
+A photo setting with backgrounds independent of the class (``--decoy_kind photo
+--correlation 0 --image_size 96``) is the **large-image stand-in**: its claims are Table 1's
+STL-10 column. Its seed folders may also hold the paper's ablations (``scripts/ablation.py``
+with ``--exp_dir seedN --work_dir seedN/ablation --out_dir seedN/ablation``, as
+``scripts/reproduce_claims.sh`` runs them): Table 2 (annotated images), Table 3 (mask
+expansion) and Fig. 6 (constrained layer), each setting's paired gain over the ablation's own
+fine-tune control, against ``--paper_ablations``.
+
 With ``--robustness_json`` (``core/robustness.py``'s output) it also tabulates Fig. 3.
 
 Writes the section ``claims`` of ``--results_file`` (``scripts/results.py``) and the curves
@@ -50,6 +58,7 @@ TREATMENTS = {"channel": ("channel", "+Channel"), "space": ("space", "+Space"),
               "all": ("all", "+All")}   # variant -> (Table 1 column, label)
 SEARCH_PREFIX = {"channel": ("channel_a", "alpha"), "space": ("space_b", "beta")}
 RULES = {"final": "final epoch", "best": "best test epoch (released rule)"}
+PAPER_ABLATIONS = Path(__file__).resolve().with_name("paper_ablations.csv")
 
 
 # -- curves ---------------------------------------------------------------------------------
@@ -157,6 +166,83 @@ def paper_gain(table: Path, model: str, data: str, column: str) -> tuple[float |
     return statistics.median(values), f"paper's median over its {len(values)} networks"
 
 
+def is_standin(config: dict) -> bool:
+    """The large-image stand-in: Fashion-MNIST items on photographs whose place is independent
+    of the class (photo, correlation 0), read against Table 1's STL-10 column."""
+    return config.get("decoy_kind") == "photo" and float(config.get("correlation", 1)) == 0
+
+
+def image_size(config: dict) -> int:
+    """The side of a photo setting's images (the benchmark records it where it is not 64)."""
+    return int(config.get("image_size", 64))
+
+
+def table1_cell(config: dict) -> tuple[str | None, str]:
+    """The Table 1 dataset a setting's claims are read against (None: a decoy setting, no
+    Table 1 cell) and the claim's name."""
+    if is_standin(config):
+        return "stl10", (f"Table 1, STL-10 stand-in ({image_size(config)} px Fashion-MNIST on "
+                         "photographs)")
+    data = config["base_data"]
+    return (data if config.get("decoy_kind", "none") == "none" else None), f"Table 1, {data}"
+
+
+# -- the paper's ablations (Tables 2, 3 and Fig. 6) ------------------------------------------
+# study -> (the paper's table, the claim's name, a setting in words)
+STUDIES = {
+    "annotations": ("Table 2", "Table 2: gain vs annotated images per class",
+                    lambda s: f"{s} annotated images per class"),
+    "expansion": ("Table 3", "Table 3: gain vs mask expansion",
+                  lambda s: f"mask expanded {s} px"),
+    "depth": ("Fig. 6", "Fig. 6: gain vs depth of the constrained layer",
+              lambda s: f"conv {s} from the last"),
+}
+ANNOTATION_TOLERANCE = 0.25   # our share of annotated images within 25 % of the paper's
+
+
+def read_paper_ablations(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def paper_ablation(paper: list[dict], study: str, variant: str, setting: int,
+                   ratio: float | None, size: int) -> tuple[float | None, str]:
+    """The paper's gain for one ablation setting and where it comes from.
+
+    * annotations: the paper's row whose share of annotated training images is nearest to
+      ours (``ratio``), within :data:`ANNOTATION_TOLERANCE` of it (the paper annotated
+      100..1000 of its training images; our budgets are per class of a smaller set);
+    * expansion: the paper's pixels scaled from its image side to ours (``size``), rounded;
+    * depth: the same layer (the paper's text gives the last conv only)."""
+    rows = [r for r in paper if r["study"] == study and r["variant"] == variant]
+
+    def where(r: dict) -> str:
+        return f"paper, {r['model']} {r['data_name']}, {r['source'].split(' (')[0]}"
+    if study == "annotations" and ratio is not None and rows:
+        best = min(rows, key=lambda r: abs(float(r["ratio"]) - ratio))
+        if abs(float(best["ratio"]) - ratio) <= ANNOTATION_TOLERANCE * float(best["ratio"]):
+            return float(best["gain"]), (f"{where(best)}: {best['setting']} images = "
+                                         f"{100 * float(best['ratio']):g} % of train")
+    if study == "expansion":
+        for r in rows:
+            if math.floor(int(r["setting"]) * size / int(r["image_size"]) + 0.5) == setting:
+                return float(r["gain"]), (f"{where(r)}: {r['setting']} px at "
+                                          f"{r['image_size']} px")
+    if study == "depth":
+        for r in rows:
+            if int(r["setting"]) == setting:
+                return float(r["gain"]), f"{where(r)}: the last conv"
+    return None, "not in the paper"
+
+
+def sign_verdict(low: float | None, high: float | None) -> str:
+    """A claim of sign only (the gain is positive): holds when the interval excludes 0 above,
+    does not hold when it excludes 0 below, else not resolved."""
+    if low is None:
+        return "not tested (n < 2)"
+    return HOLDS if low > 0 else FAILS if high < 0 else UNRESOLVED
+
+
 # -- one setting -----------------------------------------------------------------------------
 def finished(run: Path) -> list[dict] | None:
     """The epochs of a finished fine-tune or training run, else None."""
@@ -193,7 +279,8 @@ def seed_dirs(runs: Path) -> list[Path]:
                   key=lambda p: int(p.name[4:]))
 
 
-def analyse(runs: Path, table: Path, acc_tol: float, loss_tol: float) -> dict:
+def analyse(runs: Path, table: Path, acc_tol: float, loss_tol: float,
+            paper_ablations: list[dict] | None = None) -> dict:
     config = json.loads((runs / "config.json").read_text())
     curves, checks = {}, {}
     for s in seed_dirs(runs):
@@ -226,17 +313,105 @@ def analyse(runs: Path, table: Path, acc_tol: float, loss_tol: float) -> dict:
         if not common:
             continue
         column, label = TREATMENTS[variant]
-        value, source = paper_gain(table, config["model_name"], config["base_data"], column)
-        if config.get("decoy_kind", "none") != "none":
-            value, source = None, "decoy setting: not a Table 1 cell"
+        data, _ = table1_cell(config)
+        value, source = (paper_gain(table, config["model_name"], data, column) if data else
+                         (None, "decoy setting: not a Table 1 cell"))
         gains[variant] = {"label": label, "paper": value, "source": source, "seeds": common,
                           **{rule: paired([select(per_seed[s], rule) - select(control[s], rule)
                                            for s in common]) for rule in RULES}}
     bias = (paired([select(r, "best") - select(r, "final") for r in control.values()])
             if control else None)
+    ablations = (analyse_ablations(runs, config, left_out, paper_ablations)
+                 if is_standin(config) and paper_ablations is not None else {})
     return {"config": config, "curves": curves, "checks": checks, "gains": gains,
-            "bias": bias, "unconverged": left_out,
+            "bias": bias, "unconverged": left_out, "ablations": ablations,
             "converged": len(converged_seeds) >= 2}
+
+
+# -- the ablations on one setting ------------------------------------------------------------
+def ablation_runs(seed_dir: Path, study: str) -> tuple[dict, dict] | None:
+    """One seed's finished ablation runs of ``study``: ``({(variant, setting): (row,
+    epochs)}, control epochs)``, from ``seedN/ablation/ablation_<study>.json``; the run
+    folders are beside it (``--work_dir`` = ``--out_dir``). None without a finished control."""
+    path = seed_dir / "ablation" / f"ablation_{study}.json"
+    if not path.is_file():
+        return None
+    table = json.loads(path.read_text())
+    ctrl = table.get("control")
+    control = finished(path.parent / ctrl["run"] / "models") if ctrl and "run" in ctrl else None
+    if control is None:
+        return None
+    runs = {}
+    for row in table["rows"]:
+        if row.get("run") in (None, ctrl["run"]):   # k = 0 annotations: the control itself
+            continue
+        rows = finished(path.parent / row["run"] / "models")
+        if rows:
+            runs[(row["variant"], row["setting"])] = (row, rows)
+    return runs, control
+
+
+def analyse_ablations(runs: Path, config: dict, left_out: list[str],
+                      paper: list[dict]) -> dict[str, dict]:
+    """Per study with outputs: each (variant, setting)'s paired gain over the ablation's
+    fine-tune control across the seeds that ran it (both selection rules), the paper's
+    number; for Fig. 6 also the depth trend (last conv minus the shallowest studied)."""
+    order = {v: i for i, v in enumerate(TREATMENTS)}
+    out = {}
+    for study in STUDIES:
+        per_seed = {s.name: got for s in seed_dirs(runs) if s.name not in left_out
+                    and (got := ablation_runs(s, study)) is not None}
+        if not per_seed:
+            continue
+        keys = sorted({k for got, _ in per_seed.values() for k in got},
+                      key=lambda k: (order.get(k[0], 9), k[1]))
+        entries = []
+        for variant, setting in keys:
+            seeds = [s for s, (got, _) in per_seed.items() if (variant, setting) in got]
+            row = per_seed[seeds[0]][0][(variant, setting)][0]
+            value, source = paper_ablation(paper, study, variant, setting, row.get("ratio"),
+                                           image_size(config))
+            entries.append({
+                "variant": variant, "setting": setting, "seeds": seeds, "paper": value,
+                "source": source, "row": row,
+                **{rule: paired([select(per_seed[s][0][(variant, setting)][1], rule)
+                                 - select(per_seed[s][1], rule) for s in seeds])
+                   for rule in RULES}})
+        trend = []
+        if study == "depth":
+            for variant in dict.fromkeys(v for v, _ in keys):
+                layers = sorted(st for v, st in keys if v == variant)
+                seeds = [s for s, (got, _) in per_seed.items()
+                         if (variant, 0) in got and (variant, layers[-1]) in got]
+                if layers[0] != 0 or len(layers) < 2 or not seeds:
+                    continue
+                trend.append({"variant": variant, "shallow": layers[-1], "seeds": seeds, **{
+                    rule: paired([select(per_seed[s][0][(variant, 0)][1], rule)
+                                  - select(per_seed[s][0][(variant, layers[-1])][1], rule)
+                                  for s in seeds]) for rule in RULES}})
+        out[study] = {"entries": entries, "trend": trend, "seeds": sorted(per_seed)}
+    return out
+
+
+def ablation_settings(runs: Path) -> str:
+    """Shell assignments (``ft_epochs ft_lr ft_batch_size ft_alpha ft_beta``) of the fine-tune
+    the benchmark ran in ``runs``, with the weights it chose on val: alpha of its +All (else
+    +Channel) run, beta of its +All (else +Space) run, the config's where it ran neither. An
+    ablation that starts from them changes one setting of the Table 1 runs only."""
+    config = json.loads((Path(runs) / "config.json").read_text())
+    first = seed_dirs(Path(runs))[0]
+
+    def weight(key: str, variants: tuple[str, ...]) -> float:
+        for variant in variants:
+            record = variant_run(first, variant) / "args.json"
+            if record.is_file():
+                return json.loads(record.read_text())[key]
+        return config[key]
+    values = {"ft_epochs": config["doctor_epochs"], "ft_lr": config["lr"],
+              "ft_batch_size": config["batch_size"],
+              "ft_alpha": weight("alpha", ("all", "channel")),
+              "ft_beta": weight("beta", ("all", "space"))}
+    return "\n".join(f"{k}={shlex.quote(f'{v:g}')}" for k, v in values.items())
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -278,12 +453,22 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                     loss_tol: float) -> tuple[list[str], list[list[str]]]:
     """Markdown of one setting and its claim rows."""
     c = res["config"]
-    lines = [f"### {name}: `{c['model_name']}` on {c['base_data']}",
-             "", f"{c['train_per_class']} training images per class, training "
-                 f"{c['train_epochs']} epochs, every fine-tune {c['doctor_epochs']} epochs "
-                 f"(SGD lr {c['lr']}, cosine, batch {c['batch_size']}); decoy "
-                 f"`{c.get('decoy_kind')}`.", ""]
-    pending = [[f"Table 1, {c['base_data']} ({c['model_name']})", "–", "–", "–",
+    _, cell = table1_cell(c)
+    recipe = (f"{c['train_per_class']} training images per class, training "
+              f"{c['train_epochs']} epochs, every fine-tune {c['doctor_epochs']} epochs "
+              f"(SGD lr {c['lr']}, cosine, batch {c['batch_size']})")
+    if is_standin(c):
+        size = image_size(c)
+        lines = [f"### {name}: `{c['model_name']}` on the STL-10 stand-in", "",
+                 f"The large-image stand-in: Fashion-MNIST items on photographs at {size} px, "
+                 f"the photograph independent of the class (correlation "
+                 f"{float(c['correlation']):g}: no decoy), the network's "
+                 f"{'ImageNet' if size > 64 else 'small-image'} stem; read against Table 1's "
+                 f"STL-10 column. {recipe}.", ""]
+    else:
+        lines = [f"### {name}: `{c['model_name']}` on {c['base_data']}",
+                 "", f"{recipe}; decoy `{c.get('decoy_kind')}`.", ""]
+    pending = [[f"{cell} ({c['model_name']})", "–", "–", "–",
                 f"not tested: no finished treatment/control pair in {name} yet"]]
     if not res["curves"]:
         lines.append("No finished training run yet: claims not tested.")
@@ -312,7 +497,7 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                   f"at most {100 * loss_tol:g} % of its mean there. Setting: {status}.", ""]
     if not res["gains"]:
         lines.append("No finished treatment/control pair yet.")
-        return lines, pending
+        return lines, pending + ablation_claims(res, lines)
     lines += ["**Paired gains** over the fine-tune control (points of test top-1; 95 % "
               "t-interval; resolves = its half-width; MDE = 2.8·SE at 80 % power):", "",
               "| treatment | selection | n | per-seed differences | mean | std | 95 % CI "
@@ -328,30 +513,99 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                          + " ".join(f"{d:+.2f}" for d in p.diffs)
                          + f" | {fmt(p.mean)} | {fmt(p.std, False)} | {ci} | {resolves} | "
                            f"{fmt(p.mde, False)} | {fmt(g['paper'])} ({g['source']}) | {v} |")
-            claims.append([f"Table 1, {c['base_data']}, {g['label']} ({c['model_name']})",
-                           label, f"{fmt(g['paper'])} ({g['source']})",
-                           f"{fmt(p.mean)}{'' if p.low is None else ' ' + ci}, n = {p.n}", v])
+            claims.append([f"{cell}, {g['label']} ({c['model_name']})",
+                           label, f"{fmt(g['paper'])} ({g['source']})", ours(p), v])
     b = res["bias"]
     if b is not None:
         ci = "–" if b.low is None else f"[{b.low:+.2f}, {b.high:+.2f}]"
         lines += ["", f"Selection bias of the control alone (best test epoch minus final, "
                       f"n = {b.n}): {fmt(b.mean)} points, 95 % CI {ci}."]
-    return lines, claims
+    return lines, claims + ablation_claims(res, lines)
+
+
+def interval(p: Paired) -> str:
+    return "–" if p.low is None else f"[{p.low:+.2f}, {p.high:+.2f}]"
+
+
+def ours(p: Paired) -> str:
+    return f"{fmt(p.mean)}{'' if p.low is None else ' ' + interval(p)}, n = {p.n}"
+
+
+def ablation_claims(res: dict, lines: list[str]) -> list[list[str]]:
+    """The ablations' tables (appended to ``lines``) and their claim rows: one per study,
+    variant, setting and selection rule, plus Fig. 6's depth trend."""
+    c, claims = res["config"], []
+    for study, found in res["ablations"].items():
+        table, _, words = STUDIES[study]
+        lines += ["", f"**{table} on the stand-in** (`scripts/ablation.py {study}`, seeds "
+                      f"{', '.join(found['seeds'])}): paired gain of each setting over the "
+                      "ablation's fine-tune control (same epochs, no constraint), points of "
+                      "test top-1; the paper's numbers are VGG16's on mini-ImageNet "
+                      "(`scripts/paper_ablations.csv`).", "",
+                  "| variant | setting | selection | n | per-seed differences | mean | 95 % CI "
+                  "| paper | verdict |", "|---" * 9 + "|"]
+        for e in found["entries"]:
+            label, setting = TREATMENTS[e["variant"]][1], words(e["setting"])
+            if study == "annotations":
+                setting += f" ({100 * e['row']['ratio']:.1f} % of train)"
+            for rule, rule_label in RULES.items():
+                p: Paired = e[rule]
+                v = verdict(p.low, p.high, e["paper"]) if res["converged"] else \
+                    "not tested (not converged)"
+                lines.append(f"| {label} | {setting} | {rule_label} | {p.n} | "
+                             + " ".join(f"{d:+.2f}" for d in p.diffs)
+                             + f" | {fmt(p.mean)} | {interval(p)} | {fmt(e['paper'])} "
+                               f"({e['source']}) | {v} |")
+                claims.append([f"{table}, STL-10 stand-in, {label}, {setting} "
+                               f"({c['model_name']})", rule_label,
+                               f"{fmt(e['paper'])} ({e['source']})", ours(p), v])
+        for t in found["trend"]:
+            label = TREATMENTS[t["variant"]][1]
+            lines += ["", f"Depth trend, {label}: the last conv minus conv {t['shallow']} from "
+                          "the last (the paper: the gain grows as the layer goes deeper)."]
+            for rule, rule_label in RULES.items():
+                p = t[rule]
+                v = sign_verdict(p.low, p.high) if res["converged"] else \
+                    "not tested (not converged)"
+                lines.append(f"- {rule_label}: " + " ".join(f"{d:+.2f}" for d in p.diffs)
+                             + f"; mean {fmt(p.mean)}, 95 % CI {interval(p)}: {v}")
+                claims.append([f"Fig. 6, STL-10 stand-in, {label}: last conv minus conv "
+                               f"{t['shallow']} from the last ({c['model_name']})", rule_label,
+                               "> 0 (qualitative: deeper layers gain more)", ours(p), v])
+    return claims
 
 
 NOT_RUN = [
     ("Table 1, other datasets (MNIST, CIFAR-10/100, SVHN) and the paper's 16 networks",
      "the datasets (`scripts/prepare_data.sh`) and a GPU: 16 × 5 × 3 trainings of ~200 "
      "epochs plus 4 fine-tunes each (`scripts/reproduce_table1.sh`); GPU-weeks"),
-    ("Table 1, large images (STL-10, mini-ImageNet): +Space / +All",
-     "the datasets at 96/224 px, 20 annotated images per class, a GPU: 16 × 2 × 3 "
-     "trainings at 224 px; GPU-weeks"),
-    ("Table 2: gain vs annotated images per class", "`scripts/ablate_annotations.sh` on a "
-     "converged experiment folder; a GPU-day at 224 px"),
-    ("Table 3: gain vs mask expansion", "`scripts/ablate_expansion.sh`; a GPU-day at 224 px"),
-    ("Fig. 6: gain vs depth of the constrained layer", "`scripts/ablate_depth.sh`; one "
-     "statistics pass per layer and one fine-tune per layer; a GPU-day at 224 px"),
 ]
+STUDY_NEEDS = {
+    "annotations": "one fine-tune per budget and seed",
+    "expansion": "one fine-tune per expansion and seed",
+    "depth": "one statistics pass per seed and one fine-tune per layer and seed",
+}
+
+
+def not_run(settings: dict[str, dict]) -> list[tuple[str, str]]:
+    """The claims without a measurement, and what each needs; the large-image ones name
+    the stand-in when the report has one."""
+    standins = [res for res in settings.values() if is_standin(res["config"])]
+    stand_in = ("the 96 px stand-in above is Fashion-MNIST on photographs, not STL-10"
+                if standins else "`standin_models=squeezenet bash scripts/reproduce_claims.sh`"
+                " runs the 96 px stand-in")
+    rows = [*NOT_RUN, (
+        "Table 1, real large images (STL-10 at 96 px, mini-ImageNet at 224 px): +Channel / "
+        "+Space / +All", "the datasets, 20 annotated images per class and a GPU: 16 × 2 × 3 "
+        f"trainings at 96/224 px; GPU-weeks ({stand_in})")]
+    model = standins[0]["config"]["model_name"] if standins else "squeezenet"
+    for study, (_, claim, _) in STUDIES.items():
+        if not any(study in res["ablations"] for res in standins):
+            rows.append((claim, f"`standin_models={model} ablations={study} bash "
+                                f"scripts/reproduce_claims.sh` ({STUDY_NEEDS[study]} on the "
+                                "stand-in's seeds, `scripts/ablation.py`); the paper's at "
+                                "224 px with a GPU: a GPU-day"))
+    return rows
 FIG3 = "Fig. 3: feature noise moves adversarial, not normal, predictions"
 
 
@@ -389,13 +643,13 @@ def report(settings: dict[str, dict], figures: Path, rel: Path, acc_tol: float,
         body, rows = setting_section(name, res, figures, rel, acc_tol, loss_tol)
         lines += [*body, ""]
         claims += rows
-    not_run = list(NOT_RUN)
+    missing = not_run(settings)
     if robustness is not None:
         body, row = robustness_section(robustness)
         lines += [*body, ""]
         claims.append(row)
     else:
-        not_run.append((FIG3, "`core/robustness.py` on a trained model (CPU minutes; "
+        missing.append((FIG3, "`core/robustness.py` on a trained model (CPU minutes; "
                               "`scripts/reproduce_claims.sh` runs it with fig3=1)"))
     head = ["## The paper's claims", "",
             "Verdicts: *holds* = the 95 % CI of our paired gain excludes 0 on the paper's side; "
@@ -406,7 +660,7 @@ def report(settings: dict[str, dict], figures: Path, rel: Path, acc_tol: float,
             "| claim | selection | paper | ours (mean [95 % CI]) | verdict |",
             "|---|---|---|---|---|"]
     head += [f"| {' | '.join(r)} |" for r in claims]
-    head += [f"| {claim} | – | – | – | not run: needs {needs} |" for claim, needs in not_run]
+    head += [f"| {claim} | – | – | – | not run: needs {needs} |" for claim, needs in missing]
     return "\n".join(head + ["", *lines]).rstrip() + "\n"
 
 
@@ -418,6 +672,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="out_dir of scripts/shortcut_benchmark.sh runs (one per setting)")
     p.add_argument("--paper_table", default="scripts/paper_table1.csv",
                    help="the paper's Table 1 (model,data_name,base,all,space,channel)")
+    p.add_argument("--paper_ablations", default=None,
+                   help="the paper's Tables 2, 3 and Fig. 6 (study,source,model,data_name,"
+                        "image_size,variant,setting,ratio,gain; default: "
+                        "scripts/paper_ablations.csv beside this script)")
     p.add_argument("--results_file", default="RESULTS.md", help="section 'claims' written here")
     p.add_argument("--figures_dir", default="results_figures",
                    help="convergence curves (PNG), tracked beside RESULTS.md (results/ is ignored)")
@@ -441,6 +699,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> str:
             parser.error(f"--runs: {run} holds no config.json (not a shortcut_benchmark out_dir)")
     if not Path(args.paper_table).is_file():
         parser.error(f"--paper_table: {args.paper_table} not found")
+    args.paper_ablations = args.paper_ablations or str(PAPER_ABLATIONS)
+    if not Path(args.paper_ablations).is_file():
+        parser.error(f"--paper_ablations: {args.paper_ablations} not found")
     if args.robustness_json and not Path(args.robustness_json).is_file():
         parser.error(f"--robustness_json: {args.robustness_json} not found")
     figures = Path(args.figures_dir)
@@ -449,8 +710,9 @@ def main(args: argparse.Namespace, argv: list[str] | None = None) -> str:
         rel = Path(figures.resolve()).relative_to(results_file.resolve().parent)
     except ValueError:
         rel = figures.resolve()
+    paper = read_paper_ablations(Path(args.paper_ablations))
     settings = {Path(r).name: analyse(Path(r), Path(args.paper_table), args.acc_tol,
-                                      args.loss_tol) for r in args.runs}
+                                      args.loss_tol, paper) for r in args.runs}
     text = report(settings, figures, rel, args.acc_tol, args.loss_tol,
                   Path(args.robustness_json) if args.robustness_json else None)
     argv = sys.argv[1:] if argv is None else argv
