@@ -120,6 +120,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.01, help="training and fine-tune learning rate")
     p.add_argument("--alpha", type=float, default=10 / 128, help="all variant: channel weight")
     p.add_argument("--beta", type=float, default=1.0, help="all variant: spatial weight")
+    p.add_argument("--expand_px", type=int, default=0,
+                   help="+Space/+All: foreground expansion e in input px (paper: 30 at 224 px; "
+                        "the large-image stand-in scales it to the image)")
     p.add_argument("--gammas", default="0.1,0.3,1,3",
                    help="background-kernel weights searched on val (first seed)")
     p.add_argument("--kernel_layers", default="-1", help="background-kernel layers")
@@ -249,7 +252,8 @@ class Benchmark:
         cfg = TrainConfig.parse(self.common + [
             "--data_dir", str(data_dir), "--model_dir", str(exp.models),
             "--num_epochs", str(self.args.train_epochs), "--batch_size",
-            str(self.args.batch_size), "--lr", str(self.args.lr), "--seed", str(seed)])
+            str(self.args.batch_size), "--lr", str(self.args.lr), "--seed", str(seed),
+            "--resume"])   # a killed training continues from its last epoch (same settings)
         if not finished(exp.models, cfg):
             quiet_run(run_train, cfg)
         return exp.models / "last.pth"
@@ -392,7 +396,8 @@ class Benchmark:
         def reinit(gamma, layers=a.kernel_layers):
             return zero + ["--gamma", f"{gamma:g}", f"--kernel_layers={layers}", *rule,
                            "--mask_dir", str(masks), "--kernel_reinit"]
-        beta = ["--beta", f"{weight_b:g}", "--mask_dir", str(masks)]
+        beta = ["--beta", f"{weight_b:g}", "--mask_dir", str(masks),
+                "--expand_px", str(a.expand_px)]
         return {
             "control": lambda: zero,
             "channel": lambda: alpha + ["--beta", "0"],
@@ -420,19 +425,27 @@ class Benchmark:
                 "val_per_class", "train_epochs", "doctor_epochs", "budget", "num_high",
                 "batch_size", "lr", "alpha", "beta", "kernel_layers", "kernel_tau")
         keys += ("correlation",) if self.photo else ()
-        keys += ("image_size",) if self.photo and self.args.image_size != 64 else ()
-        keys += ("test_per_class",) if self.args.test_per_class else ()
-        # recorded where they differ from the rule every earlier out_dir used
-        keys += ("kernel_rule", "kernel_tau_excess", "kernel_top") \
-            if self.args.kernel_rule != "share" else ()
+        # settings added later: recorded where they differ from the value every earlier
+        # out_dir used (absent there = that value), compared always
+        later = {"image_size": 64, "test_per_class": 0, "expand_px": 0, "kernel_rule": "share",
+                 "kernel_tau_excess": 0.1, "kernel_top": 0.1}
         config = {k: getattr(self.args, k) for k in keys}
+        config.update({k: getattr(self.args, k) for k, v in later.items()
+                       if getattr(self.args, k) != v})
+        if self.args.kernel_rule != "share":   # the rule's parameters go with it
+            config.update(kernel_tau_excess=self.args.kernel_tau_excess,
+                          kernel_top=self.args.kernel_top)
         path = self.out / "config.json"
         if path.is_file():
             old = json.loads(path.read_text())
-            differ = [k for k in keys if old.get(k) != config[k]]
+            if self.args.kernel_rule == "share":   # the rule's parameters play no part
+                later = {k: v for k, v in later.items() if not k.startswith("kernel_t")}
+            compared = {k: (old.get(k, later.get(k)), config.get(k, later.get(k)))
+                        for k in (*keys, *later)}
+            differ = {k: v for k, v in compared.items() if v[0] != v[1]}
             if differ:
                 raise ValueError(f"{self.out} holds runs made with other settings "
-                                 f"({', '.join(f'{k}: {old.get(k)} there, {config[k]} now' for k in differ)}); "
+                                 f"({', '.join(f'{k}: {a} there, {b} now' for k, (a, b) in differ.items())}); "
                                  f"give another --out_dir")
         else:
             # the commit the runs are measured on, for the reports (not compared on reuse)

@@ -43,6 +43,7 @@ rrr_budget_lambdas=${rrr_budget_lambdas:-1,3,10}  # searched on val (first seed)
 replay=${replay:-32}                          # annotated images replayed per batch (rrr_budget)
 alphas=${alphas:-}                            # +Channel alpha searched on val (empty: --alpha)
 betas=${betas:-}                              # +Space beta searched on val (empty: --beta)
+expand_px=${expand_px:-0}                     # +Space/+All: foreground expansion (px)
 kernel_rule=${kernel_rule:-share}             # share | excess | rank (README: the method)
 kernel_tau_excess=${kernel_tau_excess:-0.1}   # excess: margin over the background's area share
 kernel_top=${kernel_top:-0.1}                 # rank: fraction of kernels flagged
@@ -100,6 +101,7 @@ fi
   --replay "${replay}" \
   --alphas "${alphas}" \
   --betas "${betas}" \
+  --expand_px "${expand_px}" \
   --kernel_rule "${kernel_rule}" \
   --kernel_tau_excess "${kernel_tau_excess}" \
   --kernel_top "${kernel_top}" \

@@ -245,11 +245,12 @@ def test_the_driver_runs_the_stand_in_then_its_ablations_in_its_seed_folders(tmp
     out = "output/claims/squeezenet_photo96"
     for flag in ("--model_name squeezenet", "--decoy_kind photo", "--correlation 0",
                  "--image_size 96", "--train_per_class 300", "--seeds 3,1,2",
-                 "--train_epochs 40", "--variants control,space,all", f"--out_dir {out}"):
+                 "--train_epochs 30", "--test_per_class 300", "--expand_px 13",
+                 "--variants control,space,all", f"--out_dir {out}"):
         assert flag in bench
     assert query.startswith("-c ") and query.endswith(out)
     common = ("--data_name photo_fashion_mnist96 --data_dir "
-              "data/shortcut_fashion_mnist_photo0_96px_300")
+              "data/shortcut_fashion_mnist_photo0_96px_300_test300")
     expected = {("expansion", 3): "--settings 0,2,4,9,13,17 --variants space",
                 ("depth", 3): "--settings 0,1,2,3 --variants channel,space,all",
                 ("expansion", 1): "--settings 0,2,4,9,13,17 --variants space",

@@ -199,6 +199,24 @@ def test_the_random_kernel_control_needs_the_variant_it_controls():
     shortcut_benchmark.Benchmark(parse(["--variants", "kernels_reinit,kernels_reinit_random"]))
 
 
+def test_expand_px_reaches_the_spatial_runs_and_the_recorded_settings(tmp_path):
+    """``--expand_px`` is the foreground expansion of +Space and +All (not of the others); a
+    non-zero value is recorded in config.json, so an out_dir of another expansion is refused."""
+    parse = shortcut_benchmark.get_args_parser().parse_args
+    argv = ["--out_dir", str(tmp_path / "out"), "--variants", "control,space,all"]
+    bench = shortcut_benchmark.Benchmark(parse(argv + ["--expand_px", "13"]))
+    masks, grads = tmp_path / "masks", tmp_path / "grads"
+    for name in ("space", "all"):
+        flags = bench.variant_args(name, masks, grads, None)
+        assert flags[flags.index("--expand_px") + 1] == "13"
+        assert flags[flags.index("--mask_dir") + 1] == str(masks)
+    assert "--expand_px" not in bench.variant_args("control", masks, grads, None)
+    bench.check_config()
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["expand_px"] == 13
+    with pytest.raises(ValueError, match="expand_px: 13 there, 0 now"):
+        shortcut_benchmark.Benchmark(parse(argv)).check_config()
+
+
 # -- the driver script -------------------------------------------------------------------------
 def run_driver(tmp_path, *args, **env):
     """scripts/shortcut_benchmark.sh with a stub python that logs its arguments."""
