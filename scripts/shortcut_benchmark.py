@@ -165,7 +165,7 @@ SEARCHED = {name: v.searched for name, v in VARIANT_TABLE.items() if v.searched}
 def search_dir(name: str, value: float) -> str:
     prefix = {"kernels": "kernels_g", "rrr_all": "rrr_l", "rrr_budget": "rrr_budget_l",
               "kernels_reinit": "kernels_reinit_g",
-              "channel": "channel_a", "space": "space_b"}[name]
+              "channel": "channel_a", "space": "space_b", "swap": "swap_l"}[name]
     return f"search/{prefix}{value:g}"
 
 

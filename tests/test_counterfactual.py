@@ -248,3 +248,30 @@ def test_swap_variant_and_its_benchmark_flags(tmp_path):
     assert (cfg.swap_lambda, cfg.replay_annotated, cfg.alpha, cfg.beta, cfg.gamma,
             cfg.rrr_lambda) == (1.0, 32, 0.0, 0.0, 0.0, 0.0)
     assert cfg.mask_dir == str(tmp_path / "masks")
+
+
+def test_search_folder_of_the_swap_variant():
+    assert shortcut_benchmark.search_dir("swap", 0.3) == "search/swap_l0.3"
+
+
+@pytest.mark.e2e
+def test_benchmark_runs_the_swap_variant(tmp_path):
+    from test_shortcut_benchmark import write_idx
+    write_idx(tmp_path / "raw", per_class=8)
+    args = shortcut_benchmark.get_args_parser().parse_args([
+        "--base_data", "mnist", "--source", str(tmp_path / "raw"),
+        "--data_root", str(tmp_path / "data"), "--out_dir", str(tmp_path / "out"),
+        "--results_dir", str(tmp_path / "results"), "--train_per_class", "6",
+        "--val_per_class", "2", "--seeds", "0", "--train_epochs", "1", "--doctor_epochs", "1",
+        "--budget", "2", "--num_high", "2", "--batch_size", "16", "--variants", "control,swap",
+        "--swap_lambdas", "0.5,2", "--replay", "4", "--no_verify"])
+    result = shortcut_benchmark.main(args)
+    assert set(result["search"]["swap"]) == {"0.5", "2"} and result["chosen"]["swap"] in (0.5, 2)
+    chosen = tmp_path / "out" / "seed0" / shortcut_benchmark.search_dir("swap",
+                                                                       result["chosen"]["swap"])
+    recorded = json.loads((chosen / "args.json").read_text())
+    assert recorded["swap_lambda"] == result["chosen"]["swap"]
+    assert recorded["replay_annotated"] == 4 and recorded["mask_dir"].endswith("seed0/masks")
+    line = [json.loads(l) for l in (chosen / "epochs.jsonl").read_text().splitlines()][-1]
+    assert line["train/swapped"] > 0
+    assert "Counterfactual background swaps" in (tmp_path / "results" / "shortcut.md").read_text()
