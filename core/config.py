@@ -88,7 +88,8 @@ def doctor_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="channel statistics: a folder holding channel_stats.npz, or the file")
     p.add_argument("--mask_dir", default=None,
                    help="foreground masks <class>/<stem>.png of annotated training images; "
-                        "read when --beta, --gamma or --rrr_lambda > 0 (default: none)")
+                        "read when --beta, --gamma, --rrr_lambda or --swap_lambda > 0 "
+                        "(default: none)")
     p.add_argument("--alpha", type=float, default=10 / 128,
                    help="weight of the channel constraint (batch-mean scale; the released "
                         "alpha=10 at batch 128 is 0.078 here)")
@@ -127,6 +128,10 @@ def doctor_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--rrr_lambda", type=float, default=0.0,
                    help="Ross et al.'s input-gradient penalty with this weight on the masked "
                         "images: a baseline with alpha = beta = gamma = 0, else added to them")
+    p.add_argument("--swap_lambda", type=float, default=0.0,
+                   help="weight of the cross-entropy on the replayed annotated images shown "
+                        "on the background of another class (not in the paper; needs "
+                        "--replay_annotated and --mask_dir; README: Terms)")
     p.add_argument("--replay_annotated", type=int, default=0,
                    help="append this many annotated images to every training batch (0: off, "
                         "the paper; they are then in about 2 %% of batches at 20 per class)")
@@ -297,6 +302,7 @@ class DoctorConfig(TrainConfig):
     kernel_reinit: bool
     kernel_reinit_random: bool
     rrr_lambda: float
+    swap_lambda: float
     replay_annotated: int
     init: str
     allow_foreign_stats: bool

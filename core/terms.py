@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from core.counterfactual import CounterfactualTerm
 from core.grad_constraint import ChannelTerm, SpatialTerm, Term
 from core.kernels import KernelTerm
 from core.right_reasons import RightReasonsTerm
@@ -20,6 +21,7 @@ TERMS: dict[str, TermBuilder] = {
     "spatial": SpatialTerm.from_args,
     "kernel": KernelTerm.from_args,
     "right_reasons": RightReasonsTerm.from_args,
+    "swap": CounterfactualTerm.from_args,
 }
 
 

@@ -105,7 +105,8 @@ def treat(cfg: DoctorConfig, args, info, device) -> dict:
                               "grad_mode": args.grad_mode, "in_channels": args.in_channels},
                              weights_fingerprint(model) if pretrained else None,
                              escape="--allow_foreign_stats")
-    needs = [f"--{k} > 0" for k in ("beta", "gamma", "rrr_lambda") if getattr(args, k) > 0]
+    needs = [f"--{k} > 0" for k in ("beta", "gamma", "rrr_lambda", "swap_lambda")
+             if getattr(args, k) > 0]
     use_masks = bool(needs)
     if use_masks:
         loaders.require_masks(bool(args.mask_dir), needs[0])
@@ -120,7 +121,7 @@ def treat(cfg: DoctorConfig, args, info, device) -> dict:
     if args.replay_annotated:
         if not use_masks:
             raise ValueError("--replay_annotated needs masks: give --mask_dir and --beta or "
-                             "--gamma or --rrr_lambda > 0")
+                             "--gamma or --rrr_lambda or --swap_lambda > 0")
         train_loader = with_replay(train_loader, args.replay_annotated, args.seed, info.rank)
     # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing

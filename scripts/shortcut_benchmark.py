@@ -22,7 +22,9 @@ with each variant:
 * ``kernels_reinit_random``: its control: as many kernels re-initialised, drawn at random
   (``--kernel_reinit_random``), same constraint and the gamma chosen for ``kernels_reinit``;
 * ``kernels_reinit_deep``: ``kernels_reinit`` at the ``--deep_kernel_layers`` (default the
-  first two convs), with the gamma chosen for ``kernels_reinit``.
+  first two convs), with the gamma chosen for ``kernels_reinit``;
+* ``swap``: counterfactual background swaps (``--swap_lambda``): the replayed annotated images
+  also shown on the background of another class, same label.
 
 Hyperparameters (``gamma`` of ``kernels``, ``lambda`` of ``rrr_all`` and ``rrr_budget``; with ``--alphas`` /
 ``--betas`` also ``alpha`` of ``channel`` and ``beta`` of ``space``, which ``all`` then
@@ -136,8 +138,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rrr_budget_lambdas", default="1,3,10",
                    help="right-reasons weights (annotated images only) searched on val "
                         "(first seed)")
+    p.add_argument("--swap_lambdas", default="0.3,1,3",
+                   help="counterfactual-swap weights searched on val (first seed)")
     p.add_argument("--replay", type=int, default=32,
-                   help="annotated images replayed in every batch (rrr_budget)")
+                   help="annotated images replayed in every batch (rrr_budget, swap)")
     p.add_argument("--alphas", default="",
                    help="channel weights searched on val for +Channel (first seed); +All uses "
                         "the chosen one (default: no search, --alpha)")
@@ -176,7 +180,7 @@ SEARCHED = {name: v.searched for name, v in VARIANT_TABLE.items() if v.searched}
 def search_dir(name: str, value: float) -> str:
     prefix = {"kernels": "kernels_g", "rrr_all": "rrr_l", "rrr_budget": "rrr_budget_l",
               "kernels_reinit": "kernels_reinit_g",
-              "channel": "channel_a", "space": "space_b"}[name]
+              "channel": "channel_a", "space": "space_b", "swap": "swap_l"}[name]
     return f"search/{prefix}{value:g}"
 
 
@@ -410,6 +414,8 @@ class Benchmark:
             "kernels": lambda: zero + ["--gamma", f"{value:g}",
                                        f"--kernel_layers={a.kernel_layers}", *rule,
                                        "--mask_dir", str(masks)],
+            "swap": lambda: zero + ["--swap_lambda", f"{value:g}", "--mask_dir", str(masks),
+                                    "--replay_annotated", str(a.replay)],
             "kernels_reinit": lambda: reinit(value),
             "kernels_reinit_random": lambda: reinit(chosen.get("kernels_reinit")) +
             ["--kernel_reinit_random"],

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 
 # the constraint weights of a treatment run (train_model_doctor.py flags)
-WEIGHTS = ("alpha", "beta", "gamma", "rrr_lambda")
+WEIGHTS = ("alpha", "beta", "gamma", "rrr_lambda", "swap_lambda")
 # a used weight's value when none is given (train_model_doctor.sh's)
 DEFAULT_WEIGHTS = {"alpha": 0.078, "beta": 1.0, "gamma": 0.3}
 
@@ -39,7 +39,7 @@ class Variant:
 
     @property
     def masks(self) -> bool:
-        return bool({"beta", "gamma", "rrr_lambda"} & set(self.uses))
+        return bool({"beta", "gamma", "rrr_lambda", "swap_lambda"} & set(self.uses))
 
 
 VARIANTS = {
@@ -61,6 +61,8 @@ VARIANTS = {
                                      {"kernel_reinit": True, "kernel_reinit_random": True}),
     "kernels_reinit_deep": Variant("+Kernels re-initialised (ours, not in the paper)",
                                    ("gamma",), {"kernel_reinit": True, "kernel_layers": "-1,-2"}),
+    "swap": Variant("Counterfactual background swaps, annotated images replayed (ours)",
+                    ("swap_lambda",), searched=("swap lambda", "swap_lambdas")),
 }
 PAPER = ("control", "channel", "space", "all")              # Table 1, the ablations
 LABELS = {name: v.label for name, v in VARIANTS.items()}
@@ -101,7 +103,7 @@ def shell_assignments(name: str, env: dict[str, str]) -> str:
                              f"but {w}={value}: unset {w} or choose another variant")
         else:
             lines[w] = "0"
-    if "rrr_lambda" in variant.uses:
+    if {"rrr_lambda", "swap_lambda"} & set(variant.uses):
         raise ValueError(f"variant={name} is run by scripts/shortcut_benchmark.sh, not here")
     for flag, value in variant.flags.items():
         shell = "1" if value is True else str(value)

@@ -88,7 +88,7 @@ RULES: dict[str, Rule] = {
         "gpus_per_job", "loader_images", "seconds"), non_negative_int),
     # loss weights and noise ranges: 0 switches the term off, a negative one inverts it
     **dict.fromkeys((
-        "alpha", "beta", "gamma", "rrr_lambda", "noise_delta", "weight_decay",
+        "alpha", "beta", "gamma", "rrr_lambda", "swap_lambda", "noise_delta", "weight_decay",
         "released_alpha", "eps"), non_negative_float),
     **dict.fromkeys(("lr", "mem_gb"), positive_float),
     "momentum": probability,
