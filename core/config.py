@@ -173,6 +173,9 @@ NOT_RESULT = frozenset({"model_dir", "log_dir", "res_model_path", "result_path",
 # Settings naming input files: the key holds their absolute form (the same data from another
 # working folder is the same run).
 PATHS = frozenset({"data_dir", "ori_model_path", "grad_dir", "mask_dir", "model_path"})
+# Settings added after runs were recorded, with the value that earlier runs used (a term
+# switched off): at that value they are left out of the key, so those runs keep their key.
+ADDED_LATER = {"swap_lambda": 0.0}
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,8 @@ class RunConfig:
         out = {"stage": self.stage}
         for f in dataclasses.fields(self):
             if f.name in NOT_RESULT:
+                continue
+            if f.name in ADDED_LATER and getattr(self, f.name) == ADDED_LATER[f.name]:
                 continue
             value = getattr(self, f.name)
             out[f.name] = str(Path(value).resolve()) if f.name in PATHS and value else value

@@ -122,3 +122,14 @@ def test_the_scan_sees_an_entry_point_import(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import os\nfrom train import fit\nimportlib.import_module('test')\n")
     assert imported_modules(probe) & ENTRY_POINTS == {"train", "test"}
+
+
+def test_a_setting_added_later_keeps_earlier_runs_keys():
+    """``swap_lambda`` came after runs were recorded: at 0 (off, what they used) it is not in
+    the key's settings, so those runs' keys stay valid; any other value is."""
+    from core.config import ADDED_LATER
+    base = DoctorConfig.parse([])
+    assert set(ADDED_LATER) <= {f.name for f in dataclasses.fields(DoctorConfig)}
+    assert not set(ADDED_LATER) & set(base.settings())
+    on = DoctorConfig.parse(["--swap_lambda", "1"])
+    assert on.settings()["swap_lambda"] == 1.0 and on.key() != base.key()
