@@ -2,7 +2,9 @@
 
 A model that took a background shortcut reads the label from the background. The masks say
 where the object is, so each annotated image ``i`` of a batch is also shown on the background
-of an annotated image ``j`` of **another** class, still labelled ``y_i``::
+of another annotated image ``j``, still labelled ``y_i`` — ``j`` of **another** class
+(``--swap_partners other``) or of any class (``any``: the background is then independent of
+the label, as in a decorrelated test set)::
 
     x̃_i = K_i ⊙ x_i + Bg_i ⊙ (Bg_j ⊙ x_j + (1 − Bg_j) ⊙ μ_j)
 
@@ -11,7 +13,8 @@ background, 0 on the object grown by ``expand_px`` and on ``__ignore__`` pixels)
 the part kept from ``x_i``, and ``μ_j`` the per-channel mean of ``x_j`` over its background:
 where ``j``'s own object falls outside ``K_i``, the hole is filled with ``j``'s mean background,
 so no part of another class's object enters the composite. On those images the background
-(and any decoy painted in it) points to another class, so it no longer predicts the label.
+(and any decoy painted in it) no longer predicts the label: with ``other`` it points to a
+wrong class, with ``any`` it is independent of the class.
 The term is ``L_swap = CE(f(x̃), y)`` over the composites, added as
 ``swap_lambda · L_swap`` to the batch's cross-entropy.
 
@@ -34,20 +37,27 @@ from core.grad_constraint import StepContext, Term, background_weights
 from loaders import batch_masks
 
 
-def draw_partners(labels: torch.Tensor, generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each image, a partner drawn uniformly among the images of another class.
+def draw_partners(labels: torch.Tensor, generator: torch.Generator | None = None,
+                  rule: str = "other") -> tuple[torch.Tensor, torch.Tensor]:
+    """For each image, a partner drawn uniformly among the images of another class
+    (``rule="other"``) or among all the other images (``"any"``).
 
     Args:
         labels: ``[n]`` classes of the annotated images.
         generator: the CPU generator of the draws (the global RNG if None).
+        rule: ``other`` or ``any``.
     Returns:
-        ``(partner [n] long, has_partner [n] bool)`` on ``labels``' device; an image whose
-        class is the only one present has no partner (its ``partner`` entry is its own index,
-        to be ignored).
+        ``(partner [n] long, has_partner [n] bool)`` on ``labels``' device; an image with no
+        allowed partner (``other``: its class is the only one present; ``any``: it is alone)
+        has none (its ``partner`` entry is its own index, to be ignored).
     """
+    if rule not in ("other", "any"):
+        raise ValueError(f"swap partners: 'other' or 'any', got {rule!r}")
     y = labels.detach().cpu()
-    other = y[:, None] != y[None, :]                                   # [n, n]
+    if rule == "other":
+        other = y[:, None] != y[None, :]                               # [n, n]
+    else:
+        other = ~torch.eye(len(y), dtype=torch.bool)
     # the argmax of i.i.d. uniforms over the allowed set is uniform on that set
     score = torch.rand(other.shape, generator=generator).masked_fill(~other, -1.0)
     partner = torch.where(other.any(dim=1), score.argmax(dim=1), torch.arange(len(y)))
@@ -89,7 +99,8 @@ def swap_backgrounds(images: torch.Tensor, masks: torch.Tensor, partner: torch.T
 class CounterfactualTerm(Term):
     """``CE(f(x̃), y)`` on the background swaps (:func:`swap_backgrounds`) of the batch's
     annotated images — with ``--replay_annotated k``, the ``k`` replayed ones and any the
-    batch's own part drew — each with a partner of another class (:func:`draw_partners`).
+    batch's own part drew — each with a partner of another class, or of any class with
+    ``partners="any"`` (:func:`draw_partners`).
 
     The composites run through ``model`` in its current (training) mode, a second forward
     beside the batch's (BatchNorm takes their batch statistics). Images whose class is the
@@ -103,14 +114,17 @@ class CounterfactualTerm(Term):
         weight: ``swap_lambda``.
         seed: the run's seed.
         expand_px: the object's expansion before the background is taken (``--expand_px``).
+        partners: ``other`` or ``any`` (``--swap_partners``).
     """
     name = "swap"
 
-    def __init__(self, model: nn.Module, weight: float, seed: int = 0, expand_px: int = 0):
+    def __init__(self, model: nn.Module, weight: float, seed: int = 0, expand_px: int = 0,
+                 partners: str = "other"):
         if weight <= 0:
             raise ValueError(f"the swap weight must be positive, got {weight}")
         super().__init__(weight)
         self.model, self.seed, self.expand_px = model, seed, expand_px
+        self.partners = partners
         self.generator = torch.Generator()
         self.start_epoch(0)
 
@@ -123,7 +137,7 @@ class CounterfactualTerm(Term):
         masks, annotated = batch_masks(ctx.batch, ctx.images.device, "--swap_lambda > 0")
         index = annotated.nonzero().squeeze(1)
         labels = ctx.labels[index]
-        partner, has = draw_partners(labels, self.generator)
+        partner, has = draw_partners(labels, self.generator, self.partners)
         ctx.logs["swapped"] = float(has.sum())
         if not bool(has.any()):
             return ctx.logits.new_zeros(())
@@ -139,4 +153,4 @@ class CounterfactualTerm(Term):
         if args.replay_annotated <= 0:
             raise ValueError("--swap_lambda > 0 swaps the backgrounds of the replayed "
                              "annotated images: give --replay_annotated > 0 (e.g. 32)")
-        return cls(model, args.swap_lambda, args.seed, args.expand_px)
+        return cls(model, args.swap_lambda, args.seed, args.expand_px, args.swap_partners)

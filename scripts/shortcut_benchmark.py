@@ -140,6 +140,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(first seed)")
     p.add_argument("--swap_lambdas", default="0.3,1,3",
                    help="counterfactual-swap weights searched on val (first seed)")
+    p.add_argument("--swap_partners", default="other", choices=("other", "any"),
+                   help="swap: the background of another class's image, or of any image's")
     p.add_argument("--replay", type=int, default=32,
                    help="annotated images replayed in every batch (rrr_budget, swap)")
     p.add_argument("--alphas", default="",
@@ -415,7 +417,8 @@ class Benchmark:
                                        f"--kernel_layers={a.kernel_layers}", *rule,
                                        "--mask_dir", str(masks)],
             "swap": lambda: zero + ["--swap_lambda", f"{value:g}", "--mask_dir", str(masks),
-                                    "--replay_annotated", str(a.replay)],
+                                    "--replay_annotated", str(a.replay),
+                                    "--swap_partners", a.swap_partners],
             "kernels_reinit": lambda: reinit(value),
             "kernels_reinit_random": lambda: reinit(chosen.get("kernels_reinit")) +
             ["--kernel_reinit_random"],
@@ -433,7 +436,8 @@ class Benchmark:
         keys += ("correlation",) if self.photo else ()
         # settings added later: recorded where they differ from the value every earlier
         # out_dir used (absent there = that value), compared always
-        later = {"image_size": 64, "test_per_class": 0, "expand_px": 0, "kernel_rule": "share",
+        later = {"image_size": 64, "test_per_class": 0, "expand_px": 0, "swap_partners": "other",
+                 "kernel_rule": "share",
                  "kernel_tau_excess": 0.1, "kernel_top": 0.1}
         config = {k: getattr(self.args, k) for k in keys}
         config.update({k: getattr(self.args, k) for k, v in later.items()

@@ -101,6 +101,27 @@ def test_a_single_class_has_no_partner():
     assert has.all() and partner.tolist() == [2, 2, partner[2].item()] and partner[2] in (0, 1)
 
 
+def test_any_partner_is_any_other_image_so_the_background_is_independent_of_the_class():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    seen, same = set(), 0
+    for _ in range(400):
+        partner, has = draw_partners(labels, gen, "any")
+        assert has.all() and (partner != torch.arange(7)).all()
+        seen |= {(a, int(p)) for a, p in enumerate(partner)}
+        same += int((labels[partner] == labels).sum())
+    assert seen == {(a, b) for a in range(7) for b in range(7) if a != b}
+    # same-class partners come up at their share: per image (class size - 1) / 6
+    expected = sum((int((labels == labels[a]).sum()) - 1) / 6 for a in range(7)) * 400
+    assert abs(same - expected) < 0.15 * expected
+    partner, has = draw_partners(torch.tensor([2, 2]), gen, "any")
+    assert has.all() and partner.tolist() == [1, 0]          # one class is enough
+    partner, has = draw_partners(torch.tensor([4]), gen, "any")
+    assert not has.any()                                        # alone: no partner
+    with pytest.raises(ValueError, match="'other' or 'any'"):
+        draw_partners(labels, gen, "same")
+
+
 class Linear(nn.Module):
     def __init__(self):
         super().__init__()
