@@ -380,10 +380,13 @@ def default_differences(script: str) -> list[str]:
         if module in ("scripts.dirs", "scripts.quickstart_table"):   # no value flags to compare
             continue
         parser = importlib.import_module(module).get_args_parser()
-        if sub:
-            subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-            parser = subs.choices[sub]
+        subs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+                    None)
+        # a sub-command named by a variable ("${study}"): its flags are in every sub-parser
+        parsers = [subs.choices[sub]] if sub else \
+            list(subs.choices.values()) if subs else [parser]
         for flag, var in FLAG.findall(call):
+            parser = next(p for p in parsers if flag in p._option_string_actions)
             action = parser._option_string_actions[flag]
             if action.required:
                 continue
