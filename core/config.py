@@ -135,6 +135,9 @@ def doctor_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--swap_partners", default="other", choices=("other", "any"),
                    help="whose background a swapped image gets: an annotated image of another "
                         "class, or of any class (the background then independent of the label)")
+    p.add_argument("--swap_batch", type=int, default=32,
+                   help="swaps per step drawn from all annotated images when "
+                        "--replay_annotated is 0")
     p.add_argument("--replay_annotated", type=int, default=0,
                    help="append this many annotated images to every training batch (0: off, "
                         "the paper; they are then in about 2 %% of batches at 20 per class)")
@@ -178,7 +181,7 @@ NOT_RESULT = frozenset({"model_dir", "log_dir", "res_model_path", "result_path",
 PATHS = frozenset({"data_dir", "ori_model_path", "grad_dir", "mask_dir", "model_path"})
 # Settings added after runs were recorded, with the value that earlier runs used (a term
 # switched off): at that value they are left out of the key, so those runs keep their key.
-ADDED_LATER = {"swap_lambda": 0.0, "swap_partners": "other"}
+ADDED_LATER = {"swap_lambda": 0.0, "swap_partners": "other", "swap_batch": 32}
 
 
 @dataclass(frozen=True)
@@ -312,6 +315,7 @@ class DoctorConfig(TrainConfig):
     rrr_lambda: float
     swap_lambda: float
     swap_partners: str
+    swap_batch: int
     replay_annotated: int
     init: str
     allow_foreign_stats: bool

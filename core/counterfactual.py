@@ -97,10 +97,13 @@ def swap_backgrounds(images: torch.Tensor, masks: torch.Tensor, partner: torch.T
 
 
 class CounterfactualTerm(Term):
-    """``CE(f(x̃), y)`` on the background swaps (:func:`swap_backgrounds`) of the batch's
-    annotated images — with ``--replay_annotated k``, the ``k`` replayed ones and any the
-    batch's own part drew — each with a partner of another class, or of any class with
-    ``partners="any"`` (:func:`draw_partners`).
+    """``CE(f(x̃), y)`` on background swaps (:func:`swap_backgrounds`) of annotated images,
+    each with a partner of another class, or of any class with ``partners="any"``
+    (:func:`draw_partners`). The images: with ``bank`` (all annotated images, evaluation
+    view; ``--replay_annotated 0``) ``per_step`` drawn at each step; without it (with
+    ``--replay_annotated k``) the batch's annotated images, the ``k`` replayed ones and any
+    the batch's own part drew. Replay also puts the plain annotated images into the batch's
+    cross-entropy ``k`` times per step; the bank does not.
 
     The composites run through ``model`` in its current (training) mode, a second forward
     beside the batch's (BatchNorm takes their batch statistics). Images whose class is the
@@ -115,16 +118,22 @@ class CounterfactualTerm(Term):
         seed: the run's seed.
         expand_px: the object's expansion before the background is taken (``--expand_px``).
         partners: ``other`` or ``any`` (``--swap_partners``).
+        bank: ``(images, labels, masks)`` of all annotated images, or None.
+        per_step: images drawn from ``bank`` per step (``--swap_batch``).
     """
     name = "swap"
 
     def __init__(self, model: nn.Module, weight: float, seed: int = 0, expand_px: int = 0,
-                 partners: str = "other"):
+                 partners: str = "other", bank: tuple[torch.Tensor, ...] | None = None,
+                 per_step: int = 32):
         if weight <= 0:
             raise ValueError(f"the swap weight must be positive, got {weight}")
+        if bank is not None and (per_step < 2 or len(bank[1]) < 2):
+            raise ValueError(f"swaps from the annotated images need at least 2 of them per "
+                             f"step (--swap_batch {per_step}, {len(bank[1])} annotated)")
         super().__init__(weight)
         self.model, self.seed, self.expand_px = model, seed, expand_px
-        self.partners = partners
+        self.partners, self.bank, self.per_step = partners, bank, per_step
         self.generator = torch.Generator()
         self.start_epoch(0)
 
@@ -133,24 +142,37 @@ class CounterfactualTerm(Term):
         self.generator.manual_seed(((self.seed * 100003 + epoch) * 1009 + rank) * 7 + 3)
         return {}
 
-    def __call__(self, ctx: StepContext) -> torch.Tensor:
-        masks, annotated = batch_masks(ctx.batch, ctx.images.device, "--swap_lambda > 0")
+    def draw(self, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(images, masks, labels)`` to swap: ``per_step`` drawn from the bank, else the
+        batch's annotated images."""
+        device = ctx.images.device
+        if self.bank is not None:
+            images, labels, masks = self.bank
+            pick = torch.randperm(len(labels), generator=self.generator)[:self.per_step]
+            return (images[pick].to(device), masks[pick].to(device), labels[pick].to(device))
+        masks, annotated = batch_masks(ctx.batch, device, "--swap_lambda > 0")
         index = annotated.nonzero().squeeze(1)
-        labels = ctx.labels[index]
+        # the composites are data: no gradient flows back into the batch's images
+        return ctx.images[index].detach(), masks[index], ctx.labels[index]
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        images, masks, labels = self.draw(ctx)
         partner, has = draw_partners(labels, self.generator, self.partners)
         ctx.logs["swapped"] = float(has.sum())
         if not bool(has.any()):
             return ctx.logits.new_zeros(())
-        # the composites are data: no gradient flows back into the batch's images
-        composites = swap_backgrounds(ctx.images[index].detach(), masks[index], partner,
-                                      self.expand_px)
+        composites = swap_backgrounds(images, masks, partner, self.expand_px)
         return F.cross_entropy(self.model(composites[has]).float(), labels[has])
 
     @classmethod
     def from_args(cls, args, model, stats, annotated):
         if args.swap_lambda <= 0:
             return None
-        if args.replay_annotated <= 0:
-            raise ValueError("--swap_lambda > 0 swaps the backgrounds of the replayed "
-                             "annotated images: give --replay_annotated > 0 (e.g. 32)")
-        return cls(model, args.swap_lambda, args.seed, args.expand_px, args.swap_partners)
+        if args.replay_annotated > 0:     # the replayed images of each batch
+            return cls(model, args.swap_lambda, args.seed, args.expand_px, args.swap_partners)
+        if annotated is None:
+            raise ValueError("--swap_lambda > 0 needs annotated images (--mask_dir)")
+        # without replay: --swap_batch annotated images drawn per step from all of them (no
+        # cross-entropy on the plain annotated images beyond the batch's own)
+        return cls(model, args.swap_lambda, args.seed, args.expand_px, args.swap_partners,
+                   bank=annotated, per_step=args.swap_batch)

@@ -127,7 +127,7 @@ def treat(cfg: DoctorConfig, args, info, device) -> dict:
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
     # into .grad, so DDP's reducer fires once, in loss.backward(), with every parameter used.
     annotated = loaders.annotated_eval_tensors(train_set, setup.spec) \
-        if args.gamma > 0 else None
+        if args.gamma > 0 or (args.swap_lambda > 0 and not args.replay_annotated) else None
     terms = build_terms(argparse.Namespace(**{**vars(args), "alpha": alpha}), model, stats,
                         annotated)
     doctor = DoctorLoss(terms, model=model, noise_draws=args.noise_draws,

@@ -157,6 +157,44 @@ def test_loss_is_lambda_times_the_cross_entropy_of_the_hand_composites():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
+def test_bank_mode_draws_from_all_annotated_images_not_the_batch():
+    """Without replay the term draws ``per_step`` of the annotated images given to it (the
+    bank) and swaps them among themselves: the batch's own images and masks play no part."""
+    net = Linear().train()
+    images, masks = _pair()
+    bank = (images, torch.tensor([0, 1]), masks)
+    term = CounterfactualTerm(net, 0.7, seed=3, bank=bank, per_step=2)
+    b = _batch()
+    plain = PlainBatch(b.image, b.label, b.path)           # no masks in the batch: not read
+    with DoctorLoss([term], model=net) as doctor:
+        total, logs = doctor(plain, b.image, b.label, net(b.image))
+    # the two images in the order the term's generator drew them
+    gen = torch.Generator()
+    gen.manual_seed(((3 * 100003 + 0) * 1009 + 0) * 7 + 3)
+    pick = torch.randperm(2, generator=gen)[:2]
+    hand = {0: torch.stack([I_ON_J, -I_ON_J]), 1: torch.stack([J_ON_I, -J_ON_I])}
+    expected = F.cross_entropy(net(torch.stack([hand[int(i)] for i in pick])),
+                               torch.tensor([int(i) for i in pick]))
+    assert total.item() == pytest.approx(0.7 * expected.item(), rel=1e-6)
+    assert logs["swapped"] == 2
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    with pytest.raises(ValueError, match="at least 2"):
+        CounterfactualTerm(net, 1.0, bank=bank, per_step=1)
+
+
+def test_treatment_run_with_swaps_from_the_bank_needs_no_replay(masked_data, tmp_path):
+    out = tmp_path / "bank"
+    train_model_doctor.main(_flags(*_argv(masked_data, out, "--swap_lambda", "1",
+                                          "--swap_batch", "5",
+                                          "--mask_dir", str(masked_data / "masks" / "train"))))
+    lines = [json.loads(l) for l in (out / "epochs.jsonl").read_text().splitlines()]
+    # 12 images in batches of 4: no replay, 5 swaps drawn from the 12 annotated per step
+    assert lines[-1]["train/swapped"] == 5 and lines[-1]["train/swap"] > 0
+    recorded = json.loads((out / "args.json").read_text())
+    assert recorded["swap_batch"] == 5 and recorded["replay_annotated"] == 0
+
+
 def test_batch_of_one_annotated_class_gives_zero_and_no_composite():
     net = Linear()
     b = _batch()
@@ -225,9 +263,9 @@ def _argv(data, out, *extra):
     (["--swap_lambda", "-1"],
      "argument --swap_lambda: must be a finite number >= 0, got -1.0"),
     (["--swap_lambda", "1"], "--swap_lambda > 0 needs masks: give --mask_dir"),
-    (["--swap_lambda", "1", "--mask_dir", "MASKS"],
-     "--swap_lambda > 0 swaps the backgrounds of the replayed annotated images: give "
-     "--replay_annotated > 0 (e.g. 32)"),
+    (["--swap_lambda", "1", "--mask_dir", "MASKS", "--swap_batch", "1"],
+     "swaps from the annotated images need at least 2 of them per step (--swap_batch 1, "
+     "12 annotated)"),
 ])
 def test_bad_settings_are_one_line(masked_data, tmp_path, capsys, extra, line):
     extra = [str(masked_data / "masks" / "train") if e == "MASKS" else e for e in extra]

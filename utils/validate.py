@@ -79,7 +79,7 @@ RULES: dict[str, Rule] = {
         "in_channels", "num_classes", "train_epochs", "doctor_epochs", "num_high", "num_low",
         "budget", "train_per_class", "image_size", "reps", "diag_images", "diag_batch_size",
         "mem_draws", "data_images", "data_batch_size", "released_images", "threads",
-        "parallel", "cpus_per_job", "time_min"), positive_int),
+        "parallel", "cpus_per_job", "time_min", "swap_batch"), positive_int),
     # counts where 0 is a documented setting (off / all / none / the main process)
     **dict.fromkeys((
         "workers", "loader_workers", "seed", "expand_px", "replay_annotated", "replay",
