@@ -361,17 +361,24 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run_test(cfg: TestConfig) -> dict:
-    """``test.py``: evaluate ``cfg.model_path`` on the ``cfg.data_type`` split."""
+def evaluation_setup(cfg: TestConfig):
+    """``(args, device, dataset, setup, loader)`` of an evaluation of ``cfg.model_path`` on
+    the ``cfg.data_type`` split (evaluation transforms, dataset order)."""
     args = cfg.namespace()
-    split = loaders.resolve_split(args.data_dir, args.data_type).resolve().name
-    out = test_output(cfg, split)     # refused before the evaluation, not after
     device = get_device(args.device, args.device_index)
     dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
                                     args.in_channels, train_transform=False)
     setup = load_trained_model(args, dataset.classes, device)
     loader = loaders.make_loader(dataset, args.batch_size or setup.spec.batch_size, False,
                                  args.workers, device)
+    return args, device, dataset, setup, loader
+
+
+def run_test(cfg: TestConfig) -> dict:
+    """``test.py``: evaluate ``cfg.model_path`` on the ``cfg.data_type`` split."""
+    split = loaders.resolve_split(cfg.data_dir, cfg.data_type).resolve().name
+    out = test_output(cfg, split)     # refused before the evaluation, not after
+    args, device, dataset, setup, loader = evaluation_setup(cfg)
     meter = evaluate(setup.model, loader, device, setup.num_classes, not args.no_progress)
     per_class = meter.per_class()
     split = Path(dataset.root).resolve().name   # --data_type, or the folder --data_path names

@@ -53,12 +53,10 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import loaders  # noqa: E402
 from core import grad_calculate, image_sift  # noqa: E402
 from core.config import DoctorConfig, TestConfig, TrainConfig, finished  # noqa: E402
 from core.diagnose import split_background_shares  # noqa: E402
-from core.engine import run_test, run_train  # noqa: E402
-from core.entry import load_trained_model  # noqa: E402
+from core.engine import evaluation_setup, run_test, run_train  # noqa: E402
 from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # noqa: E402
@@ -70,7 +68,7 @@ from scripts.dirs import ExperimentDirs  # noqa: E402
 from scripts.shortcut_score import (goal_text, points, summarize, table_lines,  # noqa: E402
                                     yardstick_line)
 from scripts.variants import LABELS as VARIANT_LABELS, VARIANTS as VARIANT_TABLE  # noqa: E402
-from utils import atomic_write_text, get_device  # noqa: E402
+from utils import atomic_write_text  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 
 VARIANTS = tuple(VARIANT_TABLE)   # names, labels and searched weights: scripts/variants.py
@@ -592,13 +590,7 @@ def predict_split(cfg: TestConfig) -> dict:
     """``cfg.model_path``'s prediction for every image of the ``cfg.data_type`` split of
     ``cfg.data_dir`` (eval transforms, dataset order): ``{"files": ["<class>/<file>", ...],
     "labels": [...], "preds": [...]}``."""
-    args = cfg.namespace()
-    device = get_device(args.device, args.device_index)
-    dataset = loaders.build_dataset(args.data_name, args.data_dir, args.data_type,
-                                    args.in_channels, train_transform=False)
-    setup = load_trained_model(args, dataset.classes, device)
-    loader = loaders.make_loader(dataset, args.batch_size or setup.spec.batch_size, False,
-                                 args.workers, device)
+    _, device, dataset, setup, loader = evaluation_setup(cfg)
     p = image_sift.predict(setup.model, loader, device, progress=False)
     return {"files": [rel for rel, _ in dataset.samples], "labels": p.labels.tolist(),
             "preds": p.preds.tolist()}
