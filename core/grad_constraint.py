@@ -19,6 +19,7 @@ spatial loss has the released scale (``beta`` carries over).
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -290,6 +291,28 @@ class DoctorLoss(ExtraLoss):
         self._shared = None           # (split, m, live) of the last forward, see forward()
         self._inputs = None           # the images made to require grad, see forward()
         self.hooks = FeatureHooks(model, self.layers) if self.layers else None
+        self.unchecked = {t.name for t in self.terms}   # see check_reaches_weights
+        self.inert: list[str] = []
+
+    def check_reaches_weights(self, term: Term, value: torch.Tensor) -> None:
+        """Warn, once per term, when its first non-zero loss has no gradient w.r.t. the
+        model's weights: the term then cannot change the model. It happens at a layer whose
+        ``∂y/∂m`` is piecewise constant in the weights, e.g. a classifier conv followed by
+        ReLU and average pooling (SqueezeNet's last conv, so its layer 0): ``∂y_n/∂m`` is then
+        ``1[m > 0] / HW``. Costs one extra backward of that term, once."""
+        if term.name not in self.unchecked or float(value.detach()) == 0:
+            return
+        self.unchecked.discard(term.name)
+        params = [q for q in self.model.parameters() if q.requires_grad]
+        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True) \
+            if value.requires_grad else [None] * len(params)
+        if all(g is None or not bool(g.any()) for g in grads):
+            self.inert.append(term.name)
+            where = f" at {', '.join(term.layers)}" if term.layers else ""
+            warnings.warn(f"the {term.name} term{where} has no gradient w.r.t. the weights: "
+                          "it cannot change the model (e.g. a classifier conv followed by ReLU "
+                          "and pooling, whose dy/dm is piecewise constant); constrain another "
+                          "layer", RuntimeWarning, stacklevel=2)
 
     def term(self, name: str) -> Term:
         """The term called ``name``."""
@@ -384,6 +407,7 @@ class DoctorLoss(ExtraLoss):
             total, logs = logits.new_zeros(()), {}
             for t in self.terms:
                 value = t(ctx)
+                self.check_reaches_weights(t, value)
                 total = total + t.weight * value
                 logs[t.name] = value.item()
         finally:

@@ -172,3 +172,38 @@ def test_one_registration_adds_a_term(monkeypatch):
     assert [t.name for t in terms] == ["spatial", "logits"] and terms[1].weight == 0.25
     args.logits_weight = 0.0
     assert [t.name for t in build_terms(args, net)] == ["spatial"]
+
+
+def _squeezenet_step(layers):
+    """One treatment step of SqueezeNet (released CIFAR form) with +Channel and +Space at
+    ``layers``; returns the caught warnings, the doctor and its loss."""
+    import warnings
+    torch.manual_seed(0)
+    net = models.load_model("squeezenet", in_channels=1, num_classes=3, stem="small").train()
+    x, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 1])
+    masks, ann = (torch.rand(4, 1, 16, 16) > 0.5).float(), torch.tensor([1, 1, 0, 1]).bool()
+    batch = Batch(x, y, ["a", "b", "c", "d"], masks, ann)
+    terms = [ChannelTerm(net, _stats(net, layers, 3), layers, 1.0),
+             SpatialTerm(net, layers, 1.0)]
+    with warnings.catch_warnings(record=True) as caught, DoctorLoss(terms, model=net) as doctor:
+        warnings.simplefilter("always")
+        total, _ = doctor(batch, x, y, doctor.forward(net, x))
+    return caught, doctor, total, net
+
+
+def test_a_term_that_cannot_reach_the_weights_is_reported():
+    """SqueezeNet's last conv is its classifier (1x1 conv, ReLU, average pooling): there
+    dy_n/dm = 1[m > 0] / HW is piecewise constant in the weights, so the paper's constraints
+    at layer 0 have no gradient and cannot change the model — said once per term. One layer
+    earlier they reach the weights and nothing is said."""
+    caught, doctor, total, net = _squeezenet_step([0])
+    assert total.item() > 0
+    if total.requires_grad:                                     # the math behind the warning
+        grads = torch.autograd.grad(total, list(net.parameters()), allow_unused=True)
+        assert all(g is None or not g.any() for g in grads)
+    assert doctor.inert == ["channel", "spatial"]
+    assert sum("cannot change the model" in str(w.message) for w in caught) == 2
+    caught, doctor, total, net = _squeezenet_step([1])
+    assert doctor.inert == [] and not [w for w in caught if "cannot change" in str(w.message)]
+    grads = torch.autograd.grad(total, [p for p in net.parameters()], allow_unused=True)
+    assert any(g is not None and g.any() for g in grads)
