@@ -316,7 +316,11 @@ def analyse(runs: Path, table: Path, acc_tol: float, loss_tol: float,
         data, _ = table1_cell(config)
         value, source = (paper_gain(table, config["model_name"], data, column) if data else
                          (None, "decoy setting: not a Table 1 cell"))
+        # the treatment changed nothing: the control's test top-1 at every epoch, every seed
+        identical = all([r["test/top1"] for r in per_seed[s]] ==
+                        [r["test/top1"] for r in control[s]] for s in common)
         gains[variant] = {"label": label, "paper": value, "source": source, "seeds": common,
+                          "identical": identical,
                           **{rule: paired([select(per_seed[s], rule) - select(control[s], rule)
                                            for s in common]) for rule in RULES}}
     bias = (paired([select(r, "best") - select(r, "final") for r in control.values()])
@@ -513,8 +517,15 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                          + " ".join(f"{d:+.2f}" for d in p.diffs)
                          + f" | {fmt(p.mean)} | {fmt(p.std, False)} | {ci} | {resolves} | "
                            f"{fmt(p.mde, False)} | {fmt(g['paper'])} ({g['source']}) | {v} |")
+            same = " (identical to the control at every epoch)" if g.get("identical") else ""
             claims.append([f"{cell}, {g['label']} ({c['model_name']})",
-                           label, f"{fmt(g['paper'])} ({g['source']})", ours(p), v])
+                           label, f"{fmt(g['paper'])} ({g['source']})", ours(p) + same, v])
+    inert = [g["label"] for g in res["gains"].values() if g.get("identical")]
+    if inert:
+        lines += ["", f"{', '.join(inert)}: test top-1 identical to the control's at every "
+                      "epoch of every seed — the constraint did not change the model (a layer "
+                      "whose dy/dm does not depend on the weights, e.g. a classifier conv "
+                      "followed by ReLU and pooling; the treatment warns of it)."]
     b = res["bias"]
     if b is not None:
         ci = "–" if b.low is None else f"[{b.low:+.2f}, {b.high:+.2f}]"

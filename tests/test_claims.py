@@ -181,6 +181,25 @@ def test_analyse_pairs_seeds_and_gates_on_convergence(tmp_path):
     assert "| Table 2: gain vs annotated images per class | – | – | – | not run" in text
 
 
+def test_a_treatment_identical_to_the_control_is_said_so(tmp_path):
+    """A constraint that never reaches the weights leaves the control's curve: the gain is
+    exactly 0 (a degenerate interval) and the report says why, not only 'does not hold'."""
+    root = hand_made_setting(tmp_path / "inert")
+    for s in range(3):
+        control = claims.finished(root / f"seed{s}" / "control")
+        run = claims.variant_run(root / f"seed{s}", "channel")
+        write_run(run, [r["test/top1"] for r in control], alpha=0.1)
+    res = claims.analyse(root, TABLE, 0.3, 0.05)
+    g = res["gains"]["channel"]
+    assert g["identical"] and g["final"].diffs == [0, 0, 0] and g["final"].low == 0
+    text = claims.report({"inert": res}, tmp_path / "fig", Path("fig"), 0.3, 0.05)
+    assert "+0.00 [+0.00, +0.00], n = 3 (identical to the control at every epoch)" in text
+    assert "+Channel: test top-1 identical to the control's at every epoch" in text
+    # one epoch apart in one seed: no longer identical
+    write_run(root / "seed1" / "channel", [0.5, 0.99], alpha=0.1)
+    assert not claims.analyse(root, TABLE, 0.3, 0.05)["gains"]["channel"]["identical"]
+
+
 def test_a_seed_whose_model_has_not_converged_is_left_out_of_the_pairs(tmp_path):
     root = hand_made_setting(tmp_path / "mixed")
     write_run(root / "seed1" / "decoy" / "models", [0.5, 0.7, 0.85, 0.88, 0.90],
