@@ -129,9 +129,10 @@ def doctor_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="Ross et al.'s input-gradient penalty with this weight on the masked "
                         "images: a baseline with alpha = beta = gamma = 0, else added to them")
     p.add_argument("--swap_lambda", type=float, default=0.0,
-                   help="weight of the cross-entropy on the replayed annotated images shown "
-                        "on the background of another class (not in the paper; needs "
-                        "--replay_annotated and --mask_dir; README: Terms)")
+                   help="weight of the cross-entropy on annotated images shown on the "
+                        "background of another annotated image (not in the paper; needs "
+                        "--mask_dir; the images: --swap_batch drawn per step, or with "
+                        "--replay_annotated the batch's; README: Terms)")
     p.add_argument("--swap_partners", default="other", choices=("other", "any"),
                    help="whose background a swapped image gets: an annotated image of another "
                         "class, or of any class (the background then independent of the label)")

@@ -218,6 +218,11 @@ class Benchmark:
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
+        for name in self.variants:   # a weight found only by the search (+Channel/+Space
+            flag = SEARCHED.get(name, (None, None))[1]   # fall back to --alpha/--beta)
+            if flag and name not in ("channel", "space") and not floats(getattr(args, flag)):
+                raise ValueError(f"--{flag}: empty, but {name} takes its weight from the "
+                                 f"search on val: give at least one value")
         for borrower in ("kernels_reinit_random", "kernels_reinit_deep"):
             if borrower in self.variants and not (
                     "kernels_reinit" in self.variants and floats(args.gammas)):

@@ -69,8 +69,10 @@ if [ -n "${families}" ]; then   # the suite: this script once per family, then t
   fi
   inputs=()
   for kind in "${kinds[@]}"; do
+    # image_size is photo's own setting: the other families keep their 64 px
+    size=64; if [ "${kind}" = photo ]; then size=${image_size}; fi
     families="" decoy_kind="${kind}" out_dir="${given_out_dir:-$(family_out_dir "${kind}")}" \
-      results_dir="${results_dir}/${kind}" bash scripts/shortcut_benchmark.sh
+      image_size="${size}" results_dir="${results_dir}/${kind}" bash scripts/shortcut_benchmark.sh
     inputs+=("${results_dir}/${kind}/shortcut.json")
   done
   "${PYTHON}" -m scripts.suite \

@@ -133,3 +133,12 @@ def test_a_setting_added_later_keeps_earlier_runs_keys():
     assert not set(ADDED_LATER) & set(base.settings())
     on = DoctorConfig.parse(["--swap_lambda", "1"])
     assert on.settings()["swap_lambda"] == 1.0 and on.key() != base.key()
+
+
+def test_swap_lambda_help_names_both_ways_of_drawing_its_images():
+    """The swap term runs without replay (``--swap_batch`` images from all annotated ones) or
+    with it; the help must not say replay is needed."""
+    from core.config import doctor_parser
+    text = {a.dest: a.help for a in doctor_parser()._actions}["swap_lambda"]
+    assert "--mask_dir" in text and "--swap_batch" in text and "--replay_annotated" in text
+    assert "needs --replay_annotated" not in text

@@ -268,3 +268,30 @@ def test_the_driver_runs_each_family_then_the_suite(tmp_path):
         assert done.returncode == 2 and len(again) == 5
         assert done.stderr.count("\n") == 1
         assert done.stderr.startswith("shortcut_benchmark.sh: error: ") and says in done.stderr
+
+
+def test_the_suite_gives_image_size_to_the_photo_family_only(tmp_path):
+    """``image_size`` is the photo family's own setting (the driver's header: the other kinds
+    ignore it); the benchmark refuses another size outside photo, so the suite must not pass
+    it to the other families, or ``families=texture,photo image_size=96`` stops at texture."""
+    done, calls = run_driver(tmp_path, "families=texture,photo", "image_size=96")
+    assert done.returncode == 0, done.stderr
+    assert "--decoy_kind texture" in calls[0] and "--image_size 64 " in calls[0]
+    assert "--decoy_kind photo" in calls[1] and "--image_size 96 " in calls[1]
+    # one family run alone keeps what it is given (the benchmark then refuses a wrong size)
+    _, calls = run_driver(tmp_path, "decoy_kind=texture", "image_size=96")
+    assert "--image_size 96 " in calls[-1]
+
+
+@pytest.mark.parametrize("variant,flag", [("swap", "--swap_lambdas"), ("rrr_all", "--rrr_lambdas"),
+                                          ("rrr_budget", "--rrr_budget_lambdas"),
+                                          ("kernels", "--gammas")])
+def test_a_variant_whose_weight_is_searched_needs_a_grid(variant, flag):
+    """Its weight comes only from the search on val: an empty grid is refused at the start
+    (naming the flag), not a TypeError after the trainings; +Channel/+Space fall back to
+    --alpha/--beta and stay allowed."""
+    parse = shortcut_benchmark.get_args_parser().parse_args
+    with pytest.raises(ValueError, match=f"{flag}.*{variant}"):
+        shortcut_benchmark.Benchmark(parse(["--variants", f"control,{variant}", flag, ""]))
+    shortcut_benchmark.Benchmark(parse(["--variants", "control,channel,space", "--alphas", "",
+                                        "--betas", ""]))
