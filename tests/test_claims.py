@@ -323,6 +323,7 @@ def test_the_driver_runs_one_benchmark_per_network_then_the_report(tmp_path):
     assert len(calls) == 4
     for call, model in zip(calls[:2], ("smallcnn", "vgg16")):
         assert call.startswith("-m scripts.shortcut_benchmark --model_name " + model)
+        assert "--results_file" not in call          # only the report writes RESULTS.md
         for flag in ("--decoy_kind none", "--seeds 3,1", "--train_epochs 7",
                      "--variants control,channel,all", "--alphas 0.001,0.01,0.078125",
                      f"--out_dir output/claims/{model}_fmnist"):

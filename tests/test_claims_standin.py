@@ -3,6 +3,7 @@ STL-10 column, and the paper's ablations (Tables 2, 3, Fig. 6) from ablation run
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -324,7 +325,9 @@ def test_the_driver_end_to_end_on_a_tiny_stand_in_with_one_ablation(tmp_path):
     name = "Table 1, STL-10 stand-in (96 px Fashion-MNIST on photographs)"
     for label in ("+Space", "+All"):   # smallcnn: the median of the paper's STL-10 column
         row = written.split(f"| {name}, {label} (smallcnn) | final epoch | ")[1].split("\n")[0]
-        assert "(paper's median over its 16 networks) |" in row and "n = 2 |" in row
+        # (a tiny run's treatment may leave the control's accuracies: the row says so)
+        assert "(paper's median over its 16 networks) |" in row
+        assert re.search(r"n = 2( \(identical to the control at every epoch\))? \|", row)
     claim = "| Table 3, STL-10 stand-in, +Space, mask expanded 2 px (smallcnn) | final epoch | "
     assert claim + "+0.43 (paper, vgg16 mnin, Table 3: 5 px at 224 px) |" in written
     assert written.split(claim)[1].split("|")[1].strip().endswith("n = 2")
