@@ -40,7 +40,9 @@ budget=${budget:-20}                          # annotated images per class (pape
 gammas=${gammas:-0.1,0.3,1,3}                     # searched on val (first seed)
 rrr_lambdas=${rrr_lambdas:-0.1,0.3,1,3}      # searched on val (first seed)
 rrr_budget_lambdas=${rrr_budget_lambdas:-1,3,10}  # searched on val (first seed)
-replay=${replay:-32}                          # annotated images replayed per batch (rrr_budget)
+replay=${replay:-32}                          # annotated images replayed per batch (rrr_budget, swap)
+swap_lambdas=${swap_lambdas:-0.3,1,3}         # searched on val (first seed)
+swap_partners=${swap_partners:-other}         # swap: another class's background, or any image's
 alphas=${alphas:-}                            # +Channel alpha searched on val (empty: --alpha)
 betas=${betas:-}                              # +Space beta searched on val (empty: --beta)
 expand_px=${expand_px:-0}                     # +Space/+All: foreground expansion (px)
@@ -101,6 +103,8 @@ fi
   --rrr_lambdas "${rrr_lambdas}" \
   --rrr_budget_lambdas "${rrr_budget_lambdas}" \
   --replay "${replay}" \
+  --swap_lambdas "${swap_lambdas}" \
+  --swap_partners "${swap_partners}" \
   --alphas "${alphas}" \
   --betas "${betas}" \
   --expand_px "${expand_px}" \
