@@ -567,13 +567,9 @@ class Benchmark:
         atomic_write_text(out / f"{name}.json", json.dumps(result, indent=2) + "\n")
         if a.results_file:   # opt-in: the section of RESULTS.md, with the command and commit
             recorded = json.loads((self.out / "config.json").read_text()).get("commit")
-            now = commit()
-            # runs added to an out_dir later (another variant) ran on this checkout
-            measured_on = recorded if recorded in (None, now) else \
-                f"{recorded} (first runs; later ones and the table: {now})"
             write_section(f"{name}_{a.model_name}_{a.decoy_kind}", text,
                           "python -m scripts.shortcut_benchmark " + " ".join(sys.argv[1:]),
-                          a.results_file, measured_on=measured_on)
+                          a.results_file, measured_on=measured_on(recorded, commit()))
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(16, 1.2 + 0.4 * len(keys)),
                                      layout="constrained")
         ax.barh([self.label(k) for k in keys][::-1], [scored[k]["test"][0] for k in keys][::-1],
@@ -593,6 +589,14 @@ class Benchmark:
         save_figure(fig, out / f"{name}.png")
         plt.close(fig)
         print(text)
+
+
+def measured_on(recorded: str | None, now: str) -> str | None:
+    """The commit(s) a table was measured on: the out_dir's first runs (``config.json``),
+    and this checkout's when it differs (runs added later, e.g. another variant, and the
+    table ran here)."""
+    return recorded if recorded in (None, now) else \
+        f"{recorded} (first runs; later ones and the table: {now})"
 
 
 def predict_split(cfg: TestConfig) -> dict:

@@ -217,6 +217,13 @@ def test_expand_px_reaches_the_spatial_runs_and_the_recorded_settings(tmp_path):
         shortcut_benchmark.Benchmark(parse(argv)).check_config()
 
 
+def test_the_table_names_the_commit_of_runs_added_later():
+    assert shortcut_benchmark.measured_on("a94abe5", "a94abe5") == "a94abe5"
+    assert shortcut_benchmark.measured_on(None, "f208e13") is None   # write_section's own
+    assert shortcut_benchmark.measured_on("a94abe5", "f208e13") == (
+        "a94abe5 (first runs; later ones and the table: f208e13)")
+
+
 # -- the driver script -------------------------------------------------------------------------
 def run_driver(tmp_path, *args, **env):
     """scripts/shortcut_benchmark.sh with a stub python that logs its arguments."""
