@@ -509,14 +509,11 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
     for variant, g in res["gains"].items():
         for rule, label in RULES.items():
             p: Paired = g[rule]
-            v = verdict(p.low, p.high, g["paper"]) if res["converged"] else \
-                "not tested (not converged)"
-            ci = "–" if p.low is None else f"[{p.low:+.2f}, {p.high:+.2f}]"
+            v = gated(res, verdict(p.low, p.high, g["paper"]))
             resolves = "–" if p.half_width is None else f"±{p.half_width:.2f}"
-            lines.append(f"| {g['label']} | {label} | {p.n} | "
-                         + " ".join(f"{d:+.2f}" for d in p.diffs)
-                         + f" | {fmt(p.mean)} | {fmt(p.std, False)} | {ci} | {resolves} | "
-                           f"{fmt(p.mde, False)} | {fmt(g['paper'])} ({g['source']}) | {v} |")
+            lines.append(f"| {g['label']} | {label} | {p.n} | {diffs(p)} | {fmt(p.mean)} | "
+                         f"{fmt(p.std, False)} | {interval(p)} | {resolves} | "
+                         f"{fmt(p.mde, False)} | {fmt(g['paper'])} ({g['source']}) | {v} |")
             same = " (identical to the control at every epoch)" if g.get("identical") else ""
             claims.append([f"{cell}, {g['label']} ({c['model_name']})",
                            label, f"{fmt(g['paper'])} ({g['source']})", ours(p) + same, v])
@@ -528,14 +525,23 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                       "followed by ReLU and pooling; the treatment warns of it)."]
     b = res["bias"]
     if b is not None:
-        ci = "–" if b.low is None else f"[{b.low:+.2f}, {b.high:+.2f}]"
         lines += ["", f"Selection bias of the control alone (best test epoch minus final, "
-                      f"n = {b.n}): {fmt(b.mean)} points, 95 % CI {ci}."]
+                      f"n = {b.n}): {fmt(b.mean)} points, 95 % CI {interval(b)}."]
     return lines, claims + ablation_claims(res, lines)
 
 
 def interval(p: Paired) -> str:
     return "–" if p.low is None else f"[{p.low:+.2f}, {p.high:+.2f}]"
+
+
+def diffs(p: Paired) -> str:
+    """The per-seed differences, signed."""
+    return " ".join(f"{d:+.2f}" for d in p.diffs)
+
+
+def gated(res: dict, verdict_text: str) -> str:
+    """A setting's verdict, or "not tested" when its models have not converged."""
+    return verdict_text if res["converged"] else "not tested (not converged)"
 
 
 def ours(p: Paired) -> str:
@@ -561,12 +567,10 @@ def ablation_claims(res: dict, lines: list[str]) -> list[list[str]]:
                 setting += f" ({100 * e['row']['ratio']:.1f} % of train)"
             for rule, rule_label in RULES.items():
                 p: Paired = e[rule]
-                v = verdict(p.low, p.high, e["paper"]) if res["converged"] else \
-                    "not tested (not converged)"
-                lines.append(f"| {label} | {setting} | {rule_label} | {p.n} | "
-                             + " ".join(f"{d:+.2f}" for d in p.diffs)
-                             + f" | {fmt(p.mean)} | {interval(p)} | {fmt(e['paper'])} "
-                               f"({e['source']}) | {v} |")
+                v = gated(res, verdict(p.low, p.high, e["paper"]))
+                lines.append(f"| {label} | {setting} | {rule_label} | {p.n} | {diffs(p)} | "
+                             f"{fmt(p.mean)} | {interval(p)} | {fmt(e['paper'])} "
+                             f"({e['source']}) | {v} |")
                 claims.append([f"{table}, STL-10 stand-in, {label}, {setting} "
                                f"({c['model_name']})", rule_label,
                                f"{fmt(e['paper'])} ({e['source']})", ours(p), v])
@@ -576,10 +580,9 @@ def ablation_claims(res: dict, lines: list[str]) -> list[list[str]]:
                           "the last (the paper: the gain grows as the layer goes deeper)."]
             for rule, rule_label in RULES.items():
                 p = t[rule]
-                v = sign_verdict(p.low, p.high) if res["converged"] else \
-                    "not tested (not converged)"
-                lines.append(f"- {rule_label}: " + " ".join(f"{d:+.2f}" for d in p.diffs)
-                             + f"; mean {fmt(p.mean)}, 95 % CI {interval(p)}: {v}")
+                v = gated(res, sign_verdict(p.low, p.high))
+                lines.append(f"- {rule_label}: {diffs(p)}; mean {fmt(p.mean)}, 95 % CI "
+                             f"{interval(p)}: {v}")
                 claims.append([f"Fig. 6, STL-10 stand-in, {label}: last conv minus conv "
                                f"{t['shallow']} from the last ({c['model_name']})", rule_label,
                                "> 0 (qualitative: deeper layers gain more)", ours(p), v])
