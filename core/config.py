@@ -24,6 +24,7 @@ import loaders
 from core.channel_stats import GRAD_MODES
 from core.entry import add_model_data_args
 from core.grad_constraint import SECOND_TERMS
+from core.counterfactual import SWAP_PARTNERS
 from core.kernels import add_kernel_rule_args
 from utils.cli import HelpFormatter
 from utils.runtime import add_device_args
@@ -133,7 +134,7 @@ def doctor_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "background of another annotated image (not in the paper; needs "
                         "--mask_dir; the images: --swap_batch drawn per step, or with "
                         "--replay_annotated the batch's; README: Terms)")
-    p.add_argument("--swap_partners", default="other", choices=("other", "any"),
+    p.add_argument("--swap_partners", default="other", choices=SWAP_PARTNERS,
                    help="whose background a swapped image gets: an annotated image of another "
                         "class, or of any class (the background then independent of the label)")
     p.add_argument("--swap_batch", type=int, default=32,

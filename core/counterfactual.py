@@ -37,6 +37,9 @@ from core.grad_constraint import StepContext, Term, background_weights
 from loaders import batch_masks
 
 
+SWAP_PARTNERS = ("other", "any")   # whose background: another class's image, any image's
+
+
 def draw_partners(labels: torch.Tensor, generator: torch.Generator | None = None,
                   rule: str = "other") -> tuple[torch.Tensor, torch.Tensor]:
     """For each image, a partner drawn uniformly among the images of another class
@@ -51,7 +54,7 @@ def draw_partners(labels: torch.Tensor, generator: torch.Generator | None = None
         allowed partner (``other``: its class is the only one present; ``any``: it is alone)
         has none (its ``partner`` entry is its own index, to be ignored).
     """
-    if rule not in ("other", "any"):
+    if rule not in SWAP_PARTNERS:
         raise ValueError(f"swap partners: 'other' or 'any', got {rule!r}")
     y = labels.detach().cpu()
     if rule == "other":

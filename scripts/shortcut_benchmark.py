@@ -61,6 +61,7 @@ from core.treat import run_treatment  # noqa: E402
 from core.visualize import save_figure  # noqa: E402
 from preprocessing import (decoy, labelme_to_mask, mnist, photo_backgrounds,  # noqa: E402
                            synthetic_labelme)
+from core.counterfactual import SWAP_PARTNERS  # noqa: E402
 from core.kernels import add_kernel_rule_args  # noqa: E402
 from metrics.groups import worst_group_accuracy  # noqa: E402
 from scripts.results import commit, write_section  # noqa: E402
@@ -138,7 +139,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(first seed)")
     p.add_argument("--swap_lambdas", default="0.3,1,3",
                    help="counterfactual-swap weights searched on val (first seed)")
-    p.add_argument("--swap_partners", default="other", choices=("other", "any"),
+    p.add_argument("--swap_partners", default="other", choices=SWAP_PARTNERS,
                    help="swap: the background of another class's image, or of any image's")
     p.add_argument("--replay", type=int, default=32,
                    help="annotated images replayed in every batch (rrr_budget, swap)")
