@@ -439,23 +439,22 @@ class Benchmark:
                 "batch_size", "lr", "alpha", "beta", "kernel_layers", "kernel_tau")
         keys += ("correlation",) if self.photo else ()
         # settings added later: recorded where they differ from the value every earlier
-        # out_dir used (absent there = that value), compared always
+        # out_dir used, so an absent one there means that value; the kernel rule's
+        # parameters go with a rule other than share (under share they play no part)
         later = {"image_size": 64, "test_per_class": 0, "expand_px": 0, "swap_partners": "other",
-                 "kernel_rule": "share",
-                 "kernel_tau_excess": 0.1, "kernel_top": 0.1}
+                 "kernel_rule": "share"}
         config = {k: getattr(self.args, k) for k in keys}
         config.update({k: getattr(self.args, k) for k, v in later.items()
                        if getattr(self.args, k) != v})
-        if self.args.kernel_rule != "share":   # the rule's parameters go with it
+        if self.args.kernel_rule != "share":
             config.update(kernel_tau_excess=self.args.kernel_tau_excess,
                           kernel_top=self.args.kernel_top)
         path = self.out / "config.json"
         if path.is_file():
             old = json.loads(path.read_text())
-            if self.args.kernel_rule == "share":   # the rule's parameters play no part
-                later = {k: v for k, v in later.items() if not k.startswith("kernel_t")}
-            compared = {k: (old.get(k, later.get(k)), config.get(k, later.get(k)))
-                        for k in (*keys, *later)}
+            absent = {**later, "kernel_tau_excess": 0.1, "kernel_top": 0.1}   # the defaults
+            compared = {k: (old.get(k, absent.get(k)), config.get(k, absent.get(k)))
+                        for k in dict.fromkeys([*config, *old]) if k != "commit"}
             differ = {k: v for k, v in compared.items() if v[0] != v[1]}
             if differ:
                 raise ValueError(f"{self.out} holds runs made with other settings "
