@@ -69,6 +69,10 @@ def output_paths(cfg: DoctorConfig) -> tuple[Path, Path]:
     return folder, path
 
 
+# the weights whose terms read the masks of the annotated images
+MASK_WEIGHTS = ("beta", "gamma", "rrr_lambda", "swap_lambda")
+
+
 def run_treatment(cfg: DoctorConfig) -> dict:
     """``train_model_doctor.py``: treat ``cfg.ori_model_path``; returns ``result.json``."""
     run_dir, model_path = output_paths(cfg)
@@ -105,8 +109,7 @@ def treat(cfg: DoctorConfig, args, info, device) -> dict:
                               "grad_mode": args.grad_mode, "in_channels": args.in_channels},
                              weights_fingerprint(model) if pretrained else None,
                              escape="--allow_foreign_stats")
-    needs = [f"--{k} > 0" for k in ("beta", "gamma", "rrr_lambda", "swap_lambda")
-             if getattr(args, k) > 0]
+    needs = [f"--{k} > 0" for k in MASK_WEIGHTS if getattr(args, k) > 0]
     use_masks = bool(needs)
     if use_masks:
         loaders.require_masks(bool(args.mask_dir), needs[0])
@@ -120,8 +123,8 @@ def treat(cfg: DoctorConfig, args, info, device) -> dict:
     train_loader, test_loader = make_loaders(args, train_set, test_set, batch_size, device, info)
     if args.replay_annotated:
         if not use_masks:
-            raise ValueError("--replay_annotated needs masks: give --mask_dir and --beta or "
-                             "--gamma or --rrr_lambda or --swap_lambda > 0")
+            raise ValueError("--replay_annotated needs masks: give --mask_dir and "
+                             + " or ".join(f"--{k}" for k in MASK_WEIGHTS) + " > 0")
         train_loader = with_replay(train_loader, args.replay_annotated, args.seed, info.rank)
     # Hooks sit on the bare model; DDP's forward runs them. The constraint's double backward
     # needs no special DDP setting: autograd.grad(..., create_graph=True) accumulates nothing
