@@ -41,6 +41,8 @@ standin_size=${standin_size:-96}                  # px (STL-10's side; the bench
 standin_per_class=${standin_per_class:-300}
 standin_seeds=${standin_seeds:-0,1,2,3}
 standin_epochs=${standin_epochs:-30}              # the convergence check reads these curves
+standin_batch_size=${standin_batch_size:-32}      # the released recipe's batch at 96/224 px
+standin_lr=${standin_lr:-0.01}                    # training and fine-tunes (cosine-annealed)
 standin_test_per_class=${standin_test_per_class:-300}   # test images per class (0: all 1,000)
 standin_claims=${standin_claims:-"space all"}     # Table 1's STL-10 columns: channel space all
 # the paper's ablations on the stand-in's seeds (runs in <out_dir>/seed<N>/ablation)
@@ -119,6 +121,7 @@ for model_name in ${standin_models}; do
     alphas="${alphas}" betas="${betas}" train_per_class="${standin_per_class}" \
     test_per_class="${standin_test_per_class}" expand_px="${ablation_expand_px}" \
     train_epochs="${standin_epochs}" doctor_epochs="${doctor_epochs}" out_dir="${out_dir}" \
+    batch_size="${standin_batch_size}" lr="${standin_lr}" \
     results_dir="${results_root}/claims_standin_${model_name}" results_file="" \
     bash scripts/shortcut_benchmark.sh   # the report below writes RESULTS.md
   [ -n "${ablations// /}" ] || continue

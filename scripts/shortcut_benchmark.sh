@@ -36,6 +36,8 @@ test_per_class=${test_per_class:-0}           # 0: the whole test split
 seeds=${seeds:-0,1,2,3,4}                   # the README: 5 here, 3 for the gains
 train_epochs=${train_epochs:-30}             # converged for smallcnn, 1,000/class (curve: RESULTS.md, claims)
 doctor_epochs=${doctor_epochs:-4}
+batch_size=${batch_size:-128}                 # training and every fine-tune
+lr=${lr:-0.01}                                # training and every fine-tune (cosine-annealed)
 budget=${budget:-20}                          # annotated images per class (paper: 20)
 gammas=${gammas:-0.1,0.3,1,3}                     # searched on val (first seed)
 rrr_lambdas=${rrr_lambdas:-0.1,0.3,1,3}      # searched on val (first seed)
@@ -98,6 +100,8 @@ fi
   --seeds "${seeds}" \
   --train_epochs "${train_epochs}" \
   --doctor_epochs "${doctor_epochs}" \
+  --batch_size "${batch_size}" \
+  --lr "${lr}" \
   --budget "${budget}" \
   --gammas "${gammas}" \
   --rrr_lambdas "${rrr_lambdas}" \
