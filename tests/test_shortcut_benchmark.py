@@ -246,10 +246,12 @@ def test_the_driver_without_families_runs_one_benchmark_as_before(tmp_path):
     assert len(calls) == 1 and calls[0].startswith("-m scripts.shortcut_benchmark ")
     for flag in ("--decoy_kind texture", "--decoy_strength 60",
                  "--out_dir output/shortcut/smallcnn_fashion_mnist_texture60",
+                 "--batch_size 128 --lr 0.01 ",
                  "--results_dir results --results_file RESULTS.md"):
         assert flag in calls[0]
-    _, calls = run_driver(tmp_path, "decoy_kind=none", "out_dir=o")
+    _, calls = run_driver(tmp_path, "decoy_kind=none", "out_dir=o", "batch_size=32", "lr=0.05")
     assert len(calls) == 2 and "--decoy_kind none" in calls[1] and "--out_dir o " in calls[1]
+    assert "--batch_size 32 --lr 0.05 " in calls[1]
 
 
 def test_the_driver_runs_each_family_then_the_suite(tmp_path):
