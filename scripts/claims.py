@@ -7,8 +7,10 @@ For each setting (one ``--runs`` folder of ``scripts/shortcut_benchmark.py``, de
 * **convergence** of every trained model: test top-1 and train loss per epoch (a PNG beside
   the results and a table of a few epochs). Converged = the mean test top-1 over the last
   fifth of training is within ``--acc_tol`` points of the best epoch, and the train loss is
-  flat: its least-squares line over the last fifth changes by at most ``--loss_tol`` of its
-  mean there. A seed whose model fails is left out of the paired gains; a setting with fewer
+  flat: its least-squares line over the last fifth changes by at most ``--loss_tol`` of the
+  loss's whole fall (first epoch minus the last fifth's mean), i.e. the last fifth of training
+  does less than that share of the learning. (Relative to the loss's own level, a model that
+  fits its training set never looks flat: 0.010 -> 0.009 would be a 10 % change.) A seed whose model fails is left out of the paired gains; a setting with fewer
   than 2 converged seeds is "not converged" and its claims not tested.
 * **paired gains** of each treatment over the fine-tune control, per seed, under two
   selection rules: the final epoch of both, and the best test epoch of both (the released
@@ -76,15 +78,16 @@ def convergence(acc: list[float], loss: list[float], acc_tol: float = 0.3,
 
     ``acc_gap``: best accuracy minus the mean over the last fifth (at least 2 epochs);
     ``loss_change``: the fitted change of the train loss across the last fifth, relative to
-    its mean there (negative: still falling)."""
+    the loss's fall from the first epoch to the last fifth's mean (negative: still falling;
+    a loss that did not fall at all counts as not flat)."""
     if len(acc) != len(loss) or len(acc) < 2:
         raise ValueError("a convergence check needs at least 2 epochs of accuracy and loss")
     k = max(2, math.ceil(len(acc) / 5))
     tail_acc, tail_loss = acc[-k:], loss[-k:]
     acc_gap = max(acc) - statistics.mean(tail_acc)
     slope = stats.linregress(range(k), tail_loss).slope
-    mean_loss = statistics.mean(tail_loss)
-    loss_change = slope * (k - 1) / mean_loss if mean_loss else 0.0
+    fall = loss[0] - statistics.mean(tail_loss)
+    loss_change = slope * (k - 1) / fall if fall > 0 else -math.inf
     return {"epochs": len(acc), "window": k, "best": max(acc),
             "tail_mean": statistics.mean(tail_acc),
             "acc_gap": acc_gap, "loss_change": loss_change,
@@ -498,7 +501,8 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
     lines += ["", f"Converged = the mean test top-1 over the last fifth of training (at least 2 "
                   f"epochs) is within {acc_tol:g} points of the best epoch, and the train loss "
                   f"is flat: the least-squares line through it over the last fifth changes by "
-                  f"at most {100 * loss_tol:g} % of its mean there. Setting: {status}.", ""]
+                  f"at most {100 * loss_tol:g} % of the loss's fall over training (first epoch "
+                  f"to the last fifth's mean). Setting: {status}.", ""]
     if not res["gains"]:
         lines.append("No finished treatment/control pair yet.")
         return lines, pending + ablation_claims(res, lines)

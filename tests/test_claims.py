@@ -87,12 +87,25 @@ def test_a_curve_still_rising_is_not_converged():
 def test_a_train_loss_still_falling_is_not_converged():
     acc = [80] * 10
     loss = [1, .9, .8, .7, .6, .55, .5, .45, .4, .35]
-    c = claims.convergence(acc, loss)         # last fifth: 0.4 -> 0.35, -0.05 / 0.375
-    assert c["acc_ok"] and c["loss_change"] == pytest.approx(-0.05 / 0.375)
+    c = claims.convergence(acc, loss)         # last fifth: 0.4 -> 0.35, of a fall 1 -> 0.375
+    assert c["acc_ok"] and c["loss_change"] == pytest.approx(-0.05 / 0.625)
     assert not c["loss_ok"] and not c["converged"]
-    assert claims.convergence(acc, loss, loss_tol=0.2)["converged"]
+    assert claims.convergence(acc, loss, loss_tol=0.1)["converged"]
     with pytest.raises(ValueError):
         claims.convergence([80], [1.0])
+
+
+def test_a_loss_near_zero_is_flat_by_its_share_of_the_fall():
+    """A model that fits its training set: 0.012 -> 0.010 is -18 % of its own level but 0.1 %
+    of what the loss fell over training: flat."""
+    acc = [60] * 10
+    loss = [2.3, 1.0, .5, .2, .1, .05, .03, .02, .012, .010]
+    c = claims.convergence(acc, loss)
+    assert c["loss_change"] == pytest.approx(-0.002 / (2.3 - 0.011))
+    assert c["loss_ok"] and c["converged"]
+    # a loss that never fell is not flat, however level it is
+    c = claims.convergence(acc, [2.3] * 10)
+    assert c["loss_change"] == -math.inf and not c["loss_ok"]
 
 
 # -- verdicts ------------------------------------------------------------------------------
