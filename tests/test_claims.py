@@ -95,6 +95,28 @@ def test_a_train_loss_still_falling_is_not_converged():
         claims.convergence([80], [1.0])
 
 
+def test_the_accuracy_limit_is_one_standard_error_on_a_small_test_set():
+    """Best 58.8 over a flat tail of mean 58.3 (gap 0.5): beyond 0.3, but on 3,000 test images
+    one standard error of 58.8 % is 100 * sqrt(.588 * .412 / 3000) = 0.90 points."""
+    acc = [20, 40, 50, 55, 57, 58, 58.3, 58.8, 58.3, 58.3]
+    loss = [2.3, 1.0, .5, .2, .1, .05, .03, .02, .02, .02]
+    c = claims.convergence(acc, loss)
+    assert c["acc_gap"] == pytest.approx(0.5) and c["acc_limit"] == 0.3 and not c["acc_ok"]
+    c = claims.convergence(acc, loss, num_test=3000)
+    assert c["acc_limit"] == pytest.approx(100 * math.sqrt(.588 * .412 / 3000))
+    assert c["acc_limit"] == pytest.approx(0.8986, abs=1e-4) and c["converged"]
+    # a large test set: the standard error is below 0.3, the 0.3 stands
+    assert claims.convergence(acc, loss, num_test=100_000)["acc_limit"] == 0.3
+
+
+def test_the_test_set_size_is_read_from_the_models_test_record(tmp_path):
+    assert claims.test_images(tmp_path) is None
+    (tmp_path / "bench_x_val.json").write_text(json.dumps({"num_images": 1000}))
+    assert claims.test_images(tmp_path) is None
+    (tmp_path / "bench_x_test.json").write_text(json.dumps({"num_images": 3000, "top1": .5}))
+    assert claims.test_images(tmp_path) == 3000
+
+
 def test_a_loss_near_zero_is_flat_by_its_share_of_the_fall():
     """A model that fits its training set: 0.012 -> 0.010 is -18 % of its own level but 0.1 %
     of what the loss fell over training: flat."""
