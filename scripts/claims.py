@@ -514,9 +514,10 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
                      f"{100 * v['loss_change']:+.1f} % | {'yes' if v['converged'] else 'no'} |")
     left_out = (f"; the seeds whose model fails it ({', '.join(res['unconverged'])}) are left "
                 "out of the paired gains" if res["unconverged"] else "")
+    named = f" ({', '.join(failed)})" if failed else ""
     status = (f"converged{left_out}" if res["converged"] else
-              f"**not converged** ({', '.join(failed)}): fewer than 2 seeds with converged "
-              "models, its claims are not tested")
+              f"**not converged**{named}: fewer than 2 seeds with converged models, its "
+              "claims are not tested")
     lines += ["", f"Converged = the mean test top-1 over the last fifth of training (at least 2 "
                   f"epochs) is within {acc_tol:g} points of the best epoch, or one standard error of the "
                   f"best epoch's top-1 on the test images where that is larger (its limit), "

@@ -212,6 +212,16 @@ def test_analyse_pairs_seeds_and_gates_on_convergence(tmp_path):
     assert not still_rising["converged"]
     text = claims.report({"rising": still_rising}, tmp_path / "fig", Path("fig"), 0.3, 0.05)
     assert "**not converged**" in text and "not tested (not converged)" in text
+    assert "**not converged** (seed0, seed1, seed2): fewer than 2 seeds" in text
+    assert "**not converged** ()" not in text
+    # one converged seed, none failing: not enough, and nothing to name
+    import shutil
+    one = hand_made_setting(tmp_path / "one")
+    for s in ("seed1", "seed2"):
+        shutil.rmtree(one / s)
+    text = claims.report({"one": claims.analyse(one, TABLE, 0.3, 0.05)}, tmp_path / "fig",
+                         Path("fig"), 0.3, 0.05)
+    assert "Setting: **not converged**: fewer than 2 seeds with converged models" in text
     assert claims.HOLDS not in text.replace("*holds* =", "")
     assert "| Table 2: gain vs annotated images per class | – | – | – | not run" in text
 
