@@ -241,7 +241,7 @@ def test_the_driver_runs_the_stand_in_then_its_ablations_in_its_seed_folders(tmp
     done, calls = run_driver(tmp_path, models="none", standin_models="squeezenet",
                              ablations="expansion depth", standin_seeds="3,1,2")
     assert done.returncode == 0, done.stderr
-    assert len(calls) == 1 + 1 + 2 * 2 + 1
+    assert len(calls) == 1 + 1 + 3 * 2 + 1   # ablations on the first 3 seeds (the default)
     bench, query, *ablation, report_call = calls
     out = "output/claims/squeezenet_photo96"
     for flag in ("--model_name squeezenet", "--decoy_kind photo", "--correlation 0",
@@ -256,7 +256,9 @@ def test_the_driver_runs_the_stand_in_then_its_ablations_in_its_seed_folders(tmp
     expected = {("expansion", 3): "--settings 0,2,4,9,13,17 --variants space",
                 ("depth", 3): "--settings 0,1,2,3 --variants channel,space,all",
                 ("expansion", 1): "--settings 0,2,4,9,13,17 --variants space",
-                ("depth", 1): "--settings 0,1,2,3 --variants channel,space,all"}
+                ("depth", 1): "--settings 0,1,2,3 --variants channel,space,all",
+                ("expansion", 2): "--settings 0,2,4,9,13,17 --variants space",
+                ("depth", 2): "--settings 0,1,2,3 --variants channel,space,all"}
     for call, ((study, seed), flags) in zip(ablation, expected.items()):
         seed_dir = f"{out}/seed{seed}"
         assert call.startswith(f"-m scripts.ablation {study} --exp_dir {seed_dir} "
