@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 # Values that describe a tensor's shape, not its contents. Crossing the split they are
 # recomputed in the tail from the (repeated) tensor they read, so a batch size read there is
 # J·B — what a reshape of the J·B copies needs.
-_META_METHODS = {"size", "dim", "ndimension", "numel"}
+_SHAPE_QUERIES = {"size", "dim", "ndimension", "numel"}
 _META_ATTRS = {"shape", "ndim", "dtype", "device"}
 _INPLACE_OPS = {operator.iadd, operator.isub, operator.imul, operator.itruediv,
                 operator.ifloordiv, operator.imod, operator.ipow, operator.iand, operator.ior}
@@ -171,7 +171,7 @@ def _closure(start, step) -> set[fx.Node]:
 
 def _is_meta(node: fx.Node) -> bool:
     """Does ``node`` hold only shape information (sizes and arithmetic on them)?"""
-    if node.op == "call_method" and node.target in _META_METHODS:
+    if node.op == "call_method" and node.target in _SHAPE_QUERIES:
         return True
     if node.op == "call_function" and node.target is getattr:
         return node.args[1] in _META_ATTRS

@@ -9,12 +9,13 @@ For each setting (one ``--runs`` folder of ``scripts/shortcut_benchmark.py``, de
   fifth of training is within ``--acc_tol`` points of the best epoch, or within one standard
   error of the best epoch's top-1 where that is larger (``sqrt(p (1 - p) / n)`` on the ``n``
   test images: on 3,000 images at 58 % it is 0.9 points, and the best of 60 noisy epochs
-  sits above a flat curve's mean by about that much), and the train loss is
-  flat: its least-squares line over the last fifth changes by at most ``--loss_tol`` of the
-  loss's whole fall (first epoch minus the last fifth's mean), i.e. the last fifth of training
-  does less than that share of the learning. (Relative to the loss's own level, a model that
-  fits its training set never looks flat: 0.010 -> 0.009 would be a 10 % change.) A seed whose model fails is left out of the paired gains; a setting with fewer
-  than 2 converged seeds is "not converged" and its claims not tested.
+  sits above a flat curve's mean by about that much), and the train loss is flat: its
+  least-squares line over the last fifth changes by at most ``--loss_tol`` of the loss's whole
+  fall (first epoch minus the last fifth's mean), i.e. the last fifth of training does less
+  than that share of the learning. (Relative to the loss's own level, a model that fits its
+  training set never looks flat: 0.010 -> 0.009 would be a 10 % change.) A seed whose model
+  fails is left out of the paired gains; a setting with fewer than 2 converged seeds is "not
+  converged" and its claims not tested.
 * **paired gains** of each treatment over the fine-tune control, per seed, under two
   selection rules: the final epoch of both, and the best test epoch of both (the released
   code's rule). Mean, std, n, the 95 % t-interval of the paired difference, its half-width
@@ -88,17 +89,17 @@ def convergence(acc: list[float], loss: list[float], acc_tol: float = 0.3,
     if len(acc) != len(loss) or len(acc) < 2:
         raise ValueError("a convergence check needs at least 2 epochs of accuracy and loss")
     k = max(2, math.ceil(len(acc) / 5))
-    tail_acc, tail_loss = acc[-k:], loss[-k:]
-    acc_gap = max(acc) - statistics.mean(tail_acc)
+    tail_loss = loss[-k:]
+    best, tail_mean = max(acc), statistics.mean(acc[-k:])
+    acc_gap = best - tail_mean
     slope = stats.linregress(range(k), tail_loss).slope
     fall = loss[0] - statistics.mean(tail_loss)
     loss_change = float(slope * (k - 1) / fall) if fall > 0 else -math.inf
-    best = max(acc) / 100
-    se = 100 * math.sqrt(best * (1 - best) / num_test) if num_test else 0.0
+    p = best / 100
+    se = 100 * math.sqrt(p * (1 - p) / num_test) if num_test else 0.0
     acc_limit = max(acc_tol, se)
     acc_ok, loss_ok = bool(acc_gap <= acc_limit), bool(abs(loss_change) <= loss_tol)
-    return {"epochs": len(acc), "window": k, "best": max(acc),
-            "tail_mean": statistics.mean(tail_acc),
+    return {"epochs": len(acc), "window": k, "best": best, "tail_mean": tail_mean,
             "acc_gap": acc_gap, "acc_limit": acc_limit, "loss_change": loss_change,
             "acc_ok": acc_ok, "loss_ok": loss_ok, "converged": acc_ok and loss_ok}
 
@@ -519,10 +520,10 @@ def setting_section(name: str, res: dict, figures: Path, rel: Path, acc_tol: flo
               f"**not converged**{named}: fewer than 2 seeds with converged models, its "
               "claims are not tested")
     lines += ["", f"Converged = the mean test top-1 over the last fifth of training (at least 2 "
-                  f"epochs) is within {acc_tol:g} points of the best epoch, or one standard error of the "
-                  f"best epoch's top-1 on the test images where that is larger (its limit), "
-                  f"and the train loss "
-                  f"is flat: the least-squares line through it over the last fifth changes by "
+                  f"epochs) is within {acc_tol:g} points of the best epoch, or one standard "
+                  f"error of the best epoch's top-1 on the test images where that is larger "
+                  f"(its limit), and the train loss is flat: the least-squares line through it "
+                  f"over the last fifth changes by "
                   f"at most {100 * loss_tol:g} % of the loss's fall over training (first epoch "
                   f"to the last fifth's mean). Setting: {status}.", ""]
     if not res["gains"]:
